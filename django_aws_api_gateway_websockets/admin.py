@@ -1,0 +1,160 @@
+"""Admin for every model: gateways with provisioning actions, operational tables read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .models import (
+    ApiGateway,
+    ApiGatewayAdditionalRoute,
+    ConnectionRateLimit,
+    WebSocketSession,
+    WebSocketToken,
+)
+from .provisioning import GatewayProvisioningError
+
+
+def user_lookup() -> str:
+    """``user__<USERNAME_FIELD>``: searching by user works with custom user models too."""
+    from django.contrib.auth import get_user_model
+
+    return f"user__{get_user_model().USERNAME_FIELD}"
+
+
+def _run_for_each(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[ApiGateway],
+    operation: Callable[[ApiGateway], None],
+    done: str,
+) -> None:
+    """Run ``operation`` on each gateway and report each real success or failure."""
+    for gateway in queryset:
+        try:
+            operation(gateway)
+        except GatewayProvisioningError as error:
+            modeladmin.message_user(request, str(error), level=messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{gateway.api_name}: {done}", messages.SUCCESS)
+
+
+class AdditionalRouteInline(admin.TabularInline):
+    model = ApiGatewayAdditionalRoute
+    extra = 0
+    fields = ("name", "route_key", "integration_url", "deployed")
+    readonly_fields = ("deployed",)
+
+
+@admin.register(ApiGateway)
+class ApiGatewayAdmin(admin.ModelAdmin):
+    list_display = (
+        "api_name",
+        "api_id",
+        "stage_name",
+        "api_created",
+        "custom_domain_created",
+        "updated_on",
+    )
+    list_filter = ("api_created", "custom_domain_created")
+    search_fields = ("api_name", "api_id", "domain_name")
+    readonly_fields = (
+        "api_id",
+        "api_endpoint",
+        "api_gateway_domain_name",
+        "api_mapping_id",
+        "deployment_id",
+        "api_created",
+        "custom_domain_created",
+        "created_on",
+        "updated_on",
+    )
+    actions = ("create_gateway_action", "create_custom_domain_action")
+
+    @admin.action(description="Create the API Gateway in AWS")
+    def create_gateway_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
+        _run_for_each(self, request, queryset, ApiGateway.create_gateway, "API Gateway created.")
+
+    @admin.action(description="Create the custom domain in AWS")
+    def create_custom_domain_action(
+        self, request: HttpRequest, queryset: QuerySet[ApiGateway]
+    ) -> None:
+        _run_for_each(
+            self, request, queryset, ApiGateway.create_custom_domain, "custom domain created."
+        )
+
+
+@admin.register(ApiGatewayAdditionalRoute)
+class ApiGatewayAdditionalRouteAdmin(admin.ModelAdmin):
+    list_display = ("route_key", "name", "api_gateway", "deployed")
+    list_filter = ("deployed",)
+    search_fields = ("name", "route_key", "api_gateway__api_name")
+    readonly_fields = ("deployed",)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        try:
+            super().save_model(request, obj, form, change)
+        except GatewayProvisioningError as error:
+            self.message_user(
+                request, f"Saved, but not created in AWS: {error}", level=messages.ERROR
+            )
+
+
+@admin.register(WebSocketSession)
+class WebSocketSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "connection_id",
+        "channel_name",
+        "user",
+        "connected",
+        "request_count",
+        "created_on",
+    )
+    list_filter = ("connected", "api_gateway")
+    search_fields = ("connection_id", "channel_name")
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return (*self.search_fields, user_lookup())
+
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Operational records: inspect and delete, never hand-edit."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebSocketToken)
+class WebSocketTokenAdmin(ReadOnlyAdmin):
+    list_display = ("masked_token", "user", "created_at", "used")
+    list_filter = ("used",)
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return (user_lookup(),)
+
+    fields = ("masked_token", "user", "created_at", "used")
+    readonly_fields = fields
+
+    @admin.display(description="token")
+    def masked_token(self, obj: WebSocketToken) -> str:
+        return f"{obj.token[:6]}…{obj.token[-2:]}" if obj.token else ""
+
+
+@admin.register(ConnectionRateLimit)
+class ConnectionRateLimitAdmin(ReadOnlyAdmin):
+    list_display = ("ip_address", "user", "attempt_time", "successful")
+    list_filter = ("successful",)
+    search_fields = ("ip_address",)
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return (*self.search_fields, user_lookup())

@@ -1,0 +1,99 @@
+"""System checks: configuration mistakes reported at start-up, with an id and a hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from .conf import DEFAULTS
+
+POSITIVE_INTEGER_KEYS = (
+    "token_rate_limit_per_minute",
+    "token_expiry_seconds",
+    "rate_limit_max_attempts",
+    "rate_limit_window_minutes",
+    "send_concurrency",
+)
+
+
+@checks.register()
+def check_websocket_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    if not (
+        getattr(settings, "AWS_GATEWAY_REGION_NAME", None)
+        or getattr(settings, "AWS_REGION_NAME", None)
+    ):
+        errors.append(
+            checks.Warning(
+                "No AWS region is configured, so messages cannot be sent to API Gateway.",
+                hint="Set AWS_GATEWAY_REGION_NAME (or AWS_REGION_NAME) in your settings.",
+                id="django_aws_api_gateway_websockets.W001",
+            )
+        )
+    has_key = bool(getattr(settings, "AWS_ACCESS_KEY_ID", None))
+    has_secret = bool(getattr(settings, "AWS_SECRET_ACCESS_KEY", None))
+    if has_key != has_secret:
+        errors.append(
+            checks.Error(
+                "Only one of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY is set.",
+                hint="Set both, or neither to use AWS_IAM_PROFILE or the execution role.",
+                id="django_aws_api_gateway_websockets.E001",
+            )
+        )
+    if getattr(settings, "AWS_IAM_PROFILE", None) and has_key:
+        errors.append(
+            checks.Warning(
+                "AWS_IAM_PROFILE and AWS_ACCESS_KEY_ID are both set; the profile is used.",
+                hint="Remove the one you do not mean to use.",
+                id="django_aws_api_gateway_websockets.W002",
+            )
+        )
+    errors.extend(_check_websockets_dict())
+    return errors
+
+
+def _check_websockets_dict() -> list[checks.CheckMessage]:
+    configured = getattr(settings, "WEBSOCKETS", None)
+    if configured is None:
+        return []
+    if not isinstance(configured, dict):
+        return [
+            checks.Error(
+                "WEBSOCKETS must be a dict.",
+                id="django_aws_api_gateway_websockets.E002",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    unknown = sorted(set(configured) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            checks.Warning(
+                f"Unknown WEBSOCKETS keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="django_aws_api_gateway_websockets.W003",
+            )
+        )
+    for key in POSITIVE_INTEGER_KEYS:
+        value = configured.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(
+                checks.Error(
+                    f"WEBSOCKETS[{key!r}] must be a positive integer, not {value!r}.",
+                    id="django_aws_api_gateway_websockets.E003",
+                )
+            )
+    origins = configured.get("allowed_origins")
+    if origins is not None and (
+        isinstance(origins, str)
+        or not all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in origins)
+    ):
+        errors.append(
+            checks.Error(
+                "WEBSOCKETS['allowed_origins'] must be a list of origins such as "
+                "'https://example.com'.",
+                id="django_aws_api_gateway_websockets.E004",
+            )
+        )
+    return errors

@@ -1,0 +1,41 @@
+"""The library's settings: the ``WEBSOCKETS`` dict, read in one place with its defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Tokens one user may request per minute from the token endpoint.
+    "token_rate_limit_per_minute": 20,
+    # Lifetime of a connection token, in the token response and at validation.
+    "token_expiry_seconds": 60,
+    # Connection attempts allowed per IP address (and per user) in the window.
+    "rate_limit_max_attempts": 20,
+    "rate_limit_window_minutes": 1,
+    # Threads used to post one message to many connections.
+    "send_concurrency": 16,
+    # Retries of a throttled post_to_connection call, and the first back-off in seconds.
+    "send_max_retries": 5,
+    "send_retry_base_delay": 0.05,
+    # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host.
+    # None means "use CSRF_TRUSTED_ORIGINS".
+    "allowed_origins": None,
+}
+
+
+def websocket_setting(name: str) -> Any:
+    """Return ``settings.WEBSOCKETS[name]``, or the documented default."""
+    configured = getattr(settings, "WEBSOCKETS", None) or {}
+    if name in configured:
+        return configured[name]
+    return DEFAULTS[name]
+
+
+def allowed_origins() -> list[str]:
+    """Origins allowed to connect in addition to the socket's own host."""
+    origins = websocket_setting("allowed_origins")
+    if origins is None:
+        origins = getattr(settings, "CSRF_TRUSTED_ORIGINS", [])
+    return list(origins)

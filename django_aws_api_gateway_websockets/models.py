@@ -1,0 +1,400 @@
+"""Database models, plus the two AWS helpers every other module looks up here.
+
+``get_boto3_client`` is the single patch point for AWS access: sending, fan-out and gateway
+provisioning all call ``models.get_boto3_client`` at call time, so one ``mock.patch`` of
+``django_aws_api_gateway_websockets.models.get_boto3_client`` intercepts them all.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import models
+from django.db.models import Count, Q
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from .sending import SendReport
+
+TOKEN_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+def get_region_name() -> str:
+    """The AWS region of the API Gateway: ``AWS_GATEWAY_REGION_NAME``, else ``AWS_REGION_NAME``."""
+    region = getattr(settings, "AWS_GATEWAY_REGION_NAME", None) or getattr(
+        settings, "AWS_REGION_NAME", None
+    )
+    if not region:
+        raise ImproperlyConfigured(
+            "No AWS region configured: set AWS_GATEWAY_REGION_NAME (or AWS_REGION_NAME) "
+            "in your Django settings."
+        )
+    return region
+
+
+def get_boto3_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
+    """A boto3 client for ``service``, using the credentials the settings name.
+
+    ``AWS_IAM_PROFILE`` selects a named profile; otherwise ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY`` are used when both are set; otherwise boto3's default chain
+    (the Lambda execution role). Extra keyword arguments go to ``Session.client``.
+    """
+    import boto3  # Imported here: boto3 costs ~0.7 s of cold start the first event may not need.
+
+    session_kwargs: dict[str, str] = {}
+    profile = getattr(settings, "AWS_IAM_PROFILE", None)
+    access_key = getattr(settings, "AWS_ACCESS_KEY_ID", None)
+    secret_key = getattr(settings, "AWS_SECRET_ACCESS_KEY", None)
+    if profile:
+        session_kwargs["profile_name"] = profile
+    elif access_key and secret_key:
+        session_kwargs["aws_access_key_id"] = access_key
+        session_kwargs["aws_secret_access_key"] = secret_key
+    kwargs.setdefault("region_name", get_region_name())
+    return boto3.session.Session(**session_kwargs).client(service, **kwargs)
+
+
+def validate_endpoint_url(value: str) -> None:
+    """Accept any http(s) URL with a host, including dot-less hosts such as ``testserver``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Enter an http:// or https:// URL with a host name.")
+
+
+class ApiGateway(models.Model):
+    """One API Gateway WebSocket API, its stage and (optionally) its custom domain."""
+
+    api_name = models.CharField(max_length=128, unique=True)
+    api_description = models.TextField(blank=True, default="")
+    default_channel_name = models.CharField(
+        max_length=255,
+        default="default",
+        help_text="Channel for connections that do not ask for one with ?channel=.",
+    )
+    domain_name = models.CharField(
+        max_length=253, blank=True, default="", help_text="Custom domain, e.g. ws.example.com."
+    )
+    target_base_endpoint = models.CharField(
+        max_length=512,
+        blank=True,
+        default="",
+        validators=[validate_endpoint_url],
+        help_text="HTTP integration: base URL of the WebSocket view, e.g. https://example.com/ws/.",
+    )
+    lambda_function_arn = models.CharField(
+        max_length=256,
+        blank=True,
+        default="",
+        help_text="Lambda integration: ARN of the function that serves the routes. "
+        "When set it is used instead of target_base_endpoint.",
+    )
+    management_endpoint_url = models.CharField(
+        max_length=512,
+        blank=True,
+        default="",
+        validators=[validate_endpoint_url],
+        help_text="Where replies are posted (@connections API). Blank: derived from the API id, "
+        "region and stage.",
+    )
+    certificate_arn = models.CharField(max_length=256, blank=True, default="")
+    hosted_zone_id = models.CharField(max_length=64, blank=True, default="")
+    api_key_selection_expression = models.CharField(
+        max_length=128, default="$request.header.x-api-key"
+    )
+    route_selection_expression = models.CharField(max_length=128, default="$request.body.action")
+    route_key = models.CharField(max_length=128, default="$default")
+    stage_name = models.CharField(max_length=128, default="production")
+    stage_description = models.TextField(blank=True, default="")
+    deployment_id = models.CharField(max_length=64, blank=True, default="")
+    tags = models.JSONField(default=dict, blank=True)
+    api_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    api_endpoint = models.CharField(max_length=512, blank=True, default="")
+    api_gateway_domain_name = models.CharField(max_length=253, blank=True, default="")
+    api_mapping_id = models.CharField(max_length=64, blank=True, default="")
+    api_created = models.BooleanField(default=False)
+    custom_domain_created = models.BooleanField(default=False)
+    created_on = models.DateTimeField(auto_now_add=True)
+    updated_on = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "API Gateway"
+        verbose_name_plural = "API Gateways"
+
+    def __str__(self) -> str:
+        return self.api_name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.target_base_endpoint and not self.target_base_endpoint.endswith("/"):
+            self.target_base_endpoint += "/"
+        super().save(*args, **kwargs)
+
+    @property
+    def uses_lambda(self) -> bool:
+        """True when API Gateway invokes a Lambda function instead of an HTTP endpoint."""
+        return bool(self.lambda_function_arn)
+
+    @property
+    def management_endpoint(self) -> str:
+        """Base URL of the @connections API that replies are posted to."""
+        return management_endpoint_for(self.management_endpoint_url, self.api_id, self.stage_name)
+
+    def integration_url(self, route_name: str) -> str:
+        """The HTTP integration URL of one route: target base endpoint plus the route name."""
+        return f"{self.target_base_endpoint}{route_name.lstrip('/')}"
+
+    def create_gateway(self) -> None:
+        """Create (or finish creating) the API, integrations, routes, stage and deployment."""
+        from .provisioning import create_gateway
+
+        create_gateway(self)
+
+    def create_custom_domain(self) -> None:
+        """Create the custom domain name and map it to this API's stage."""
+        from .provisioning import create_custom_domain
+
+        create_custom_domain(self)
+
+    def deploy_api(self, client: Any) -> str:
+        """Deploy the stage with ``client`` and store the new deployment id."""
+        from .provisioning import deploy_api
+
+        return deploy_api(self, client)
+
+
+def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> str:
+    """The @connections base URL: ``explicit_url`` if set, else the execute-api URL."""
+    if explicit_url:
+        return explicit_url.rstrip("/")
+    if not api_id:
+        raise ImproperlyConfigured(
+            "The API Gateway has no api_id and no management_endpoint_url: cannot send."
+        )
+    return f"https://{api_id}.execute-api.{get_region_name()}.amazonaws.com/{stage_name}"
+
+
+class ApiGatewayAdditionalRoute(models.Model):
+    """A custom route (besides $connect, $disconnect and $default) of an API Gateway."""
+
+    api_gateway = models.ForeignKey(
+        ApiGateway, on_delete=models.CASCADE, related_name="additional_routes"
+    )
+    name = models.CharField(max_length=128)
+    route_key = models.CharField(max_length=128)
+    integration_url = models.CharField(
+        max_length=512,
+        blank=True,
+        default="",
+        validators=[validate_endpoint_url],
+        help_text="HTTP integration URL. Blank: the gateway's target base endpoint plus the "
+        "route key.",
+    )
+    deployed = models.BooleanField(default=False)
+    created_on = models.DateTimeField(auto_now_add=True)
+    updated_on = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "additional route"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_gateway", "route_key"], name="unique_route_key_per_gateway"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.api_gateway} {self.route_key}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        if self.api_gateway.api_created and not self.deployed:
+            # Module-global lookup at call time, so patching models.get_boto3_client applies.
+            self.create_route(get_boto3_client("apigatewayv2"))
+
+    def create_route(self, client: Any, deploy: bool = True) -> None:
+        """Create this route (and its integration) in AWS; redeploy the stage if ``deploy``."""
+        from .provisioning import create_additional_route
+
+        create_additional_route(self, client, deploy=deploy)
+
+
+class WebSocketSessionQuerySet(models.QuerySet):
+    def send_message(self, data: Any) -> SendReport:
+        """Send ``data`` as JSON to every connected session in this queryset, concurrently."""
+        from .sending import send_to_sessions
+
+        return send_to_sessions(self, data)
+
+
+class WebSocketSession(models.Model):
+    """One open (or recently closed) WebSocket connection."""
+
+    connection_id = models.CharField(max_length=128, unique=True)
+    channel_name = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="websocket_sessions",
+    )
+    connected = models.BooleanField(default=True)
+    api_gateway = models.ForeignKey(
+        ApiGateway, null=True, blank=True, on_delete=models.CASCADE, related_name="sessions"
+    )
+    request_count = models.PositiveIntegerField(default=0)
+    created_on = models.DateTimeField(auto_now_add=True)
+    updated_on = models.DateTimeField(auto_now=True)
+
+    objects = WebSocketSessionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "WebSocket session"
+        indexes = [models.Index(fields=["channel_name", "connected"], name="ws_session_channel")]
+
+    def __str__(self) -> str:
+        return self.connection_id
+
+    def send_message(self, data: Any) -> SendReport:
+        """Send ``data`` as JSON to this connection; a gone connection is marked disconnected."""
+        from .sending import send_to_session
+
+        return send_to_session(self, data)
+
+
+class WebSocketToken(models.Model):
+    """A short-lived, single-use token that lets a logged-in browser open a socket."""
+
+    token = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="websocket_tokens"
+    )
+    session_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    used = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "WebSocket token"
+        indexes = [models.Index(fields=["user", "created_at"], name="ws_token_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.token[:8]}… ({self.user})"
+
+    @classmethod
+    def generate_token(cls, user: Any, session_key: str) -> WebSocketToken:
+        """Create a fresh random token bound to ``user`` and their Django session."""
+        return cls.objects.create(token=secrets.token_hex(32), user=user, session_key=session_key)
+
+    @classmethod
+    def validate_and_consume(
+        cls, token_value: str, session_key: str | None, max_age_seconds: int = 60
+    ) -> Any:
+        """The token's user if the token is fresh, unused and bound to ``session_key``; else None.
+
+        Consumption is one conditional UPDATE, so of several concurrent callers exactly one wins.
+        """
+        if not isinstance(token_value, str) or not TOKEN_PATTERN.match(token_value):
+            return None
+        if not session_key:
+            return None
+        cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
+        consumed = cls.objects.filter(
+            token=token_value, session_key=session_key, used=False, created_at__gte=cutoff
+        ).update(used=True)
+        if consumed != 1:
+            return None
+        user = cls.objects.select_related("user").get(token=token_value).user
+        return user if user.is_active else None
+
+    @classmethod
+    def cleanup_expired(cls, max_age_seconds: int = 300) -> int:
+        """Delete used tokens and tokens older than ``max_age_seconds``; return how many."""
+        cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
+        deleted, _ = cls.objects.filter(Q(used=True) | Q(created_at__lt=cutoff)).delete()
+        return deleted
+
+    @classmethod
+    def check_rate_limit(cls, user: Any, max_tokens_per_minute: int = 10) -> bool:
+        """True while ``user`` has requested fewer than the limit in the last minute."""
+        since = timezone.now() - timedelta(minutes=1)
+        recent = cls.objects.filter(user=user, created_at__gte=since).count()
+        return recent < max_tokens_per_minute
+
+
+class ConnectionRateLimit(models.Model):
+    """One connection attempt, kept for rate limiting by IP address and by user."""
+
+    ip_address = models.CharField(max_length=45, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="websocket_connection_attempts",
+    )
+    attempt_time = models.DateTimeField(default=timezone.now, db_index=True)
+    successful = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "connection attempt"
+        indexes = [
+            models.Index(fields=["ip_address", "attempt_time"], name="ws_ratelimit_ip_time"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.successful else "failed"
+        return f"{self.ip_address} {self.attempt_time:%Y-%m-%d %H:%M:%S} {outcome}"
+
+    @classmethod
+    def check_rate_limit(
+        cls,
+        ip_address: str,
+        user: Any = None,
+        max_attempts: int = 20,
+        window_minutes: int = 5,
+    ) -> tuple[bool, int]:
+        """``(allowed, attempt_count)``: attempts in the window from this IP, or by this user.
+
+        The larger of the two counts is compared with ``max_attempts``.
+        """
+        since = timezone.now() - timedelta(minutes=window_minutes)
+        user_id = _user_id(user)
+        if user_id is None:
+            count = cls.objects.filter(ip_address=ip_address, attempt_time__gte=since).count()
+        else:
+            counts = cls.objects.filter(
+                Q(ip_address=ip_address) | Q(user_id=user_id), attempt_time__gte=since
+            ).aggregate(
+                by_ip=Count("pk", filter=Q(ip_address=ip_address)),
+                by_user=Count("pk", filter=Q(user_id=user_id)),
+            )
+            count = max(counts["by_ip"], counts["by_user"])
+        return count < max_attempts, count
+
+    @classmethod
+    def record_attempt(
+        cls, ip_address: str, user: Any = None, successful: bool = False
+    ) -> ConnectionRateLimit:
+        """Store one attempt (anonymous users are stored without a user)."""
+        return cls.objects.create(
+            ip_address=ip_address, user_id=_user_id(user), successful=successful
+        )
+
+    @classmethod
+    def cleanup_old_records(cls, days: int = 7) -> int:
+        """Delete attempts older than ``days``; return how many."""
+        cutoff = timezone.now() - timedelta(days=days)
+        deleted, _ = cls.objects.filter(attempt_time__lt=cutoff).delete()
+        return deleted
+
+
+def _user_id(user: Any) -> int | None:
+    """The primary key of an authenticated user, else None."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return user.pk

@@ -1,0 +1,109 @@
+"""Pure checks on an incoming API Gateway request: identity, origin, client address.
+
+Kept apart from the view so each rule is small, named and testable on its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from django.http import HttpRequest
+from django.http.request import split_domain_port
+from django.utils.http import is_same_domain
+
+from .conf import allowed_origins
+
+# API Gateway connection ids are short base64 strings ("L0SM9cOFvHcCIhw="); allow a margin.
+CONNECTION_ID_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{1,128}$")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+UNKNOWN_IP = "0.0.0.0"
+
+
+def is_valid_connection_id(connection_id: str | None) -> bool:
+    return bool(connection_id) and bool(CONNECTION_ID_PATTERN.match(connection_id or ""))
+
+
+def request_context(request: HttpRequest) -> dict:
+    """The API Gateway request context the Lambda adapter attached, or ``{}`` over HTTP."""
+    context = request.META.get("apig_wsgi.request_context")
+    return context if isinstance(context, dict) else {}
+
+
+def _valid_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: API Gateway's ``sourceIp`` when delivered by Lambda, else proxy
+    headers (the rightmost ``X-Forwarded-For`` entry, the one the nearest proxy added), else
+    ``REMOTE_ADDR``. Never raises; an unparseable address becomes ``0.0.0.0``."""
+    source_ip = _valid_ip(request_context(request).get("identity", {}).get("sourceIp"))
+    if source_ip:
+        return source_ip
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    candidates = [forwarded.split(",")[-1]] if forwarded else []
+    candidates += [request.META.get("HTTP_X_REAL_IP"), request.META.get("REMOTE_ADDR")]
+    for candidate in candidates:
+        ip = _valid_ip(candidate)
+        if ip:
+            return ip
+    return UNKNOWN_IP
+
+
+def _split_origin(origin: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) origin, or None if it is not one."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme]
+
+
+def origin_allowed(origin: str | None, request_host: str, request_is_secure: bool) -> bool:
+    """True if a socket opened from ``origin`` may connect to ``request_host``.
+
+    Allowed are the socket's own host (https always; http only when the request itself is not
+    secure, so no downgrade) and the origins configured in ``WEBSOCKETS["allowed_origins"]``
+    (default: ``CSRF_TRUSTED_ORIGINS``; ``https://*.example.com`` allows subdomains). Hosts are
+    compared whole, never as substrings.
+    """
+    if not origin:
+        return False
+    parsed = _split_origin(origin)
+    if parsed is None:
+        return False
+    scheme, host, port = parsed
+    own_host, own_port = split_domain_port(request_host)
+    same_port = port == (int(own_port) if own_port else DEFAULT_PORTS[scheme])
+    if host == own_host.strip("[]") and same_port and (scheme == "https" or not request_is_secure):
+        return True
+    return any(_matches_allowed(scheme, host, port, allowed) for allowed in allowed_origins())
+
+
+def _matches_allowed(scheme: str, host: str, port: int, allowed: str) -> bool:
+    wildcard = "://*." in allowed
+    candidate = _split_origin(allowed.replace("://*.", "://", 1))
+    if candidate is None:
+        return False
+    allowed_scheme, allowed_host, allowed_port = candidate
+    if scheme != allowed_scheme or port != allowed_port:
+        return False
+    if wildcard:
+        return is_same_domain(host, "." + allowed_host)
+    return host == allowed_host
+
+
+def channel_name_valid(channel: str, pattern: str, max_length: int) -> bool:
+    return 0 < len(channel) <= max_length and re.fullmatch(pattern, channel) is not None

@@ -1,0 +1,214 @@
+"""Server-to-client sends through the API Gateway Management API (@connections).
+
+A payload is JSON-encoded once and size-checked before any network call. A connection that
+API Gateway reports gone (``GoneException``, HTTP 410) is normal: its session is marked
+disconnected. Throttling is retried with exponential back-off; other errors surface (single
+send) or are counted (fan-out), so one bad connection never stops a broadcast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .conf import websocket_setting
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from .models import WebSocketSession
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 128 * 1024
+THROTTLING_CODES = frozenset(
+    {"LimitExceededException", "TooManyRequestsException", "ThrottlingException"}
+)
+GONE_UPDATE_BATCH = 5000
+
+DELIVERED = "delivered"
+GONE = "gone"
+FAILED = "failed"
+
+
+@dataclass
+class SendReport:
+    """What happened to one send or fan-out."""
+
+    delivered: int = 0
+    gone: int = 0
+    failed: int = 0
+    gone_connection_ids: list[str] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> int:
+        return self.delivered + self.gone + self.failed
+
+
+def encode_payload(data: Any) -> bytes:
+    """JSON-encode ``data`` as UTF-8; ``ValueError`` if API Gateway would refuse its size."""
+    payload = json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":"))
+    encoded = payload.encode("utf-8")
+    if len(encoded) > MAX_MESSAGE_BYTES:
+        raise ValueError(
+            f"Message is {len(encoded)} bytes; API Gateway accepts at most "
+            f"{MAX_MESSAGE_BYTES} bytes per WebSocket message."
+        )
+    return encoded
+
+
+def management_client(endpoint_url: str) -> Any:
+    """A client for the @connections API at ``endpoint_url`` (via ``models.get_boto3_client``)."""
+    from botocore.config import Config
+
+    from . import models
+
+    config = Config(
+        # Our own loop retries throttling; botocore's retries would multiply with it.
+        retries={"max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
+    )
+    return models.get_boto3_client(
+        "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config
+    )
+
+
+def _error_code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(error: Exception) -> int | None:
+    response = getattr(error, "response", None) or {}
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def is_gone(error: Exception) -> bool:
+    return _error_code(error) == "GoneException" or _http_status(error) == 410
+
+
+def is_throttled(error: Exception) -> bool:
+    return _error_code(error) in THROTTLING_CODES or _http_status(error) == 429
+
+
+def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
+    """Post ``payload`` to one connection: ``DELIVERED`` or ``GONE``; other errors raise."""
+    from botocore.exceptions import ClientError
+
+    max_retries = int(websocket_setting("send_max_retries"))
+    base_delay = float(websocket_setting("send_retry_base_delay"))
+    attempt = 0
+    while True:
+        try:
+            client.post_to_connection(ConnectionId=connection_id, Data=payload)
+            return DELIVERED
+        except ClientError as error:
+            if is_gone(error):
+                return GONE
+            if not is_throttled(error) or attempt >= max_retries:
+                raise
+            # Full jitter keeps many throttled senders from retrying in lock-step.
+            time.sleep(random.uniform(0, base_delay * (2**attempt)))
+            attempt += 1
+
+
+def mark_gone(connection_ids: list[str]) -> None:
+    """Mark the given sessions disconnected, in one UPDATE per batch of ids."""
+    from .models import WebSocketSession
+
+    for start in range(0, len(connection_ids), GONE_UPDATE_BATCH):
+        batch = connection_ids[start : start + GONE_UPDATE_BATCH]
+        WebSocketSession.objects.filter(connection_id__in=batch).update(connected=False)
+
+
+def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
+    """Send ``data`` to one session; errors other than gone and throttling raise."""
+    payload = encode_payload(data)
+    if session.api_gateway is None:
+        raise ValueError(f"Session {session.connection_id} has no API Gateway to send through.")
+    client = management_client(session.api_gateway.management_endpoint)
+    outcome = post_to_connection(client, session.connection_id, payload)
+    report = SendReport()
+    if outcome == GONE:
+        session.connected = False
+        session.save(update_fields=["connected", "updated_on"])
+        report.gone = 1
+        report.gone_connection_ids.append(session.connection_id)
+    else:
+        report.delivered = 1
+    return report
+
+
+def _send_logged(client: Any, connection_id: str, payload: bytes) -> str:
+    """Fan-out worker: like ``post_to_connection`` but a failure is logged and counted."""
+    try:
+        return post_to_connection(client, connection_id, payload)
+    except Exception:
+        logger.exception("Sending to connection %s failed", connection_id)
+        return FAILED
+
+
+def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendReport:
+    """Send ``data`` to every connected session in ``queryset``, concurrently.
+
+    Each session goes through its own gateway's endpoint (one client per endpoint); rows are
+    streamed and in-flight sends bounded, so memory stays flat however large the channel.
+    """
+    from .models import management_endpoint_for
+
+    payload = encode_payload(data)
+    rows = (
+        queryset.filter(connected=True)
+        .values_list(
+            "connection_id",
+            "api_gateway__management_endpoint_url",
+            "api_gateway__api_id",
+            "api_gateway__stage_name",
+            "api_gateway_id",
+        )
+        .iterator(chunk_size=2000)
+    )
+    concurrency = max(1, int(websocket_setting("send_concurrency")))
+    clients: dict[str, Any] = {}
+    report = SendReport()
+    in_flight: dict[Future[str], str] = {}
+
+    def collect(done: set[Future[str]]) -> None:
+        for future in done:
+            connection_id = in_flight.pop(future)
+            outcome = future.result()
+            if outcome == DELIVERED:
+                report.delivered += 1
+            elif outcome == GONE:
+                report.gone += 1
+                report.gone_connection_ids.append(connection_id)
+            else:
+                report.failed += 1
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ws-send") as pool:
+        for connection_id, explicit_url, api_id, stage_name, gateway_id in rows:
+            if gateway_id is None:
+                logger.warning("Session %s has no API Gateway; not sent", connection_id)
+                report.failed += 1
+                continue
+            endpoint = management_endpoint_for(explicit_url, api_id, stage_name)
+            client = clients.get(endpoint)
+            if client is None:
+                client = clients[endpoint] = management_client(endpoint)
+            in_flight[pool.submit(_send_logged, client, connection_id, payload)] = connection_id
+            if len(in_flight) >= concurrency * 4:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                collect(done)
+        done, _ = wait(in_flight)
+        collect(done)
+
+    if report.gone_connection_ids:
+        mark_gone(report.gone_connection_ids)
+    return report

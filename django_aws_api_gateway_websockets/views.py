@@ -1,0 +1,507 @@
+"""Django views that API Gateway WebSocket events are delivered to, and the token endpoint.
+
+``WebSocketView.dispatch`` is a flat sequence of named checks. Every rejection is a 4xx with a
+short, generic reason (details go to the log only); nothing a client sends can make it call a
+method that is not an allowed message handler.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import Any
+
+from django.core.exceptions import DisallowedHost
+from django.core.mail import mail_admins
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+
+from .conf import websocket_setting
+from .models import ApiGateway, ConnectionRateLimit, WebSocketSession, WebSocketToken
+from .request_checks import (
+    channel_name_valid,
+    client_ip,
+    is_valid_connection_id,
+    origin_allowed,
+    request_context,
+)
+
+logger = logging.getLogger(__name__)
+
+CONNECT = "connect"
+DISCONNECT = "disconnect"
+MESSAGE = "message"
+EVENT_TYPE_ROUTES = {"CONNECT": CONNECT, "DISCONNECT": DISCONNECT, "MESSAGE": MESSAGE}
+
+
+class Rejection(Exception):
+    """Raised by a check to end the request with ``response``; carries the log reason."""
+
+    def __init__(self, response: HttpResponse, reason: str) -> None:
+        super().__init__(reason)
+        self.response = response
+        self.reason = reason
+
+
+def error_response(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _is_success(response: HttpResponse) -> bool:
+    return 200 <= response.status_code < 300
+
+
+class WebSocketView(View):
+    """Base view for API Gateway WebSocket routes: ``connect``, ``disconnect`` and messages.
+
+    Mount it as ``path("ws/<slug:route>", View.as_view())`` (HTTP integration: one URL per
+    route) or ``path("ws/", View.as_view())`` (Lambda: the route comes from the event).
+    """
+
+    http_method_names = ["post"]
+
+    # Message handlers. None: "default", ADDITIONAL_ALLOWED_HANDLERS and the public methods the
+    # subclass defines itself.
+    ALLOWED_HANDLERS: set[str] | frozenset[str] | list[str] | None = None
+    ADDITIONAL_ALLOWED_HANDLERS: set[str] | frozenset[str] | list[str] = frozenset()
+
+    USE_WS_TOKEN = True
+    RATE_LIMIT_ENABLED = True
+    # None: the WEBSOCKETS settings rate_limit_max_attempts / rate_limit_window_minutes.
+    RATE_LIMIT_MAX_ATTEMPTS: int | None = None
+    RATE_LIMIT_WINDOW_MINUTES: int | None = None
+    MAX_BODY_SIZE = 128 * 1024
+    CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+    MAX_CHANNEL_NAME_LENGTH = 100
+    SEND_EXCEPTION_MAIL = False
+
+    handler_selection_key = "handler"
+    route_selection_key = "action"
+
+    # When set, only this API Gateway id may call the view.
+    aws_api_gateway_id: str | None = None
+    expected_useragent_prefix = "AmazonAPIGateway_"
+    required_headers: list[str] = [
+        "Host",
+        "Connectionid",
+        "User-Agent",
+        "X-Amzn-Apigateway-Api-Id",
+    ]
+    additional_required_headers: list[str] = []
+    required_connection_headers: list[str] = [
+        "Origin",
+        "Sec-Websocket-Key",
+        "Sec-Websocket-Version",
+    ]
+
+    # Django permission names ("app_label.codename"): any of / all of. Both apply when both set.
+    permissions_required: list[str] = []
+    all_permissions_required: list[str] = []
+
+    body: dict[str, Any]
+    api_gateway: ApiGateway | None
+    websocket_session: WebSocketSession | None
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        # API Gateway cannot send a CSRF token; its requests are authenticated by the checks.
+        return csrf_exempt(super().as_view(**initkwargs))
+
+    # ----------------------------------------------------------------- dispatch
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.body = {}
+        self.api_gateway = None
+        self.websocket_session = None
+        if request.method is None or request.method.lower() not in self.http_method_names:
+            return self.http_method_not_allowed(request, *args, **kwargs)
+        route = self.route_for(request, kwargs)
+        try:
+            if route == CONNECT:
+                return self._dispatch_connect(request, *args, **kwargs)
+            self._check_gateway_request(request)
+            if route == DISCONNECT:
+                return self._dispatch_disconnect(request, *args, **kwargs)
+            return self._dispatch_message(request, *args, **kwargs)
+        except Rejection as rejection:
+            logger.warning(
+                "WebSocket %s rejected (%s): %s",
+                route,
+                rejection.response.status_code,
+                rejection.reason,
+                extra={"connection_id": self.connection_id_header(request), "route": route},
+            )
+            return rejection.response
+
+    def route_for(self, request: HttpRequest, kwargs: dict[str, Any]) -> str:
+        """``connect``, ``disconnect`` or ``message``: from the URL, else from the event."""
+        route = kwargs.get("route")
+        if route in (CONNECT, DISCONNECT):
+            return route
+        if route is None:
+            event_type = request_context(request).get("eventType")
+            return EVENT_TYPE_ROUTES.get(event_type, MESSAGE)
+        return MESSAGE
+
+    @staticmethod
+    def connection_id_header(request: HttpRequest) -> str:
+        return request.headers.get("Connectionid", "")
+
+    # ----------------------------------------------------------------- shared checks
+
+    def _check_gateway_request(self, request: HttpRequest, connecting: bool = False) -> None:
+        """Headers, user agent, API id and connection id of a request from API Gateway."""
+        expected = [*self.required_headers, *self.additional_required_headers]
+        if connecting:
+            expected += self.required_connection_headers
+        missing = [name for name in expected if not request.headers.get(name)]
+        if missing:
+            raise Rejection(self.missing_headers(request, missing), f"missing headers {missing}")
+        if not self._useragent_valid(request):
+            raise Rejection(self.invalid_useragent(request), "unexpected user agent or API id")
+        if not is_valid_connection_id(self.connection_id_header(request)):
+            raise Rejection(error_response("Invalid connection id", 400), "bad connection id")
+
+    def _useragent_valid(self, request: HttpRequest) -> bool:
+        useragent = request.headers.get("User-Agent", "")
+        if not useragent.startswith(self.expected_useragent_prefix):
+            return False
+        if self.aws_api_gateway_id:
+            api_id = request.headers.get("X-Amzn-Apigateway-Api-Id", "")
+            expected = f"{self.expected_useragent_prefix}{self.aws_api_gateway_id}"
+            return useragent == expected and api_id == self.aws_api_gateway_id
+        return True
+
+    def _check_permissions(self, request: HttpRequest) -> None:
+        if not (self.has_any_permission(request) and self.has_all_permission(request)):
+            raise Rejection(self.permission_denied(request), "missing permission")
+
+    # ----------------------------------------------------------------- connect
+
+    def _dispatch_connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        ip_address = client_ip(request)
+        user = self._session_user(request)
+        try:
+            self._check_rate_limit(ip_address, user)
+            self._check_gateway_request(request, connecting=True)
+            self._check_host_and_origin(request)
+            user = self._check_token(request, user)
+            request.user = user if user is not None else request_user_or_anonymous(request)
+            self._check_permissions(request)
+            ok, message = self._additional_connection_checks(request, *args, **kwargs)
+            if not ok:
+                raise Rejection(error_response(message or "Connection refused", 403), message)
+            channel_name = self._check_channel(request)
+            response = self._store_connection(request, channel_name, user, *args, **kwargs)
+        except Rejection:
+            ConnectionRateLimit.record_attempt(ip_address, user=user, successful=False)
+            raise
+        ConnectionRateLimit.record_attempt(ip_address, user=user, successful=_is_success(response))
+        return response
+
+    def _session_user(self, request: HttpRequest) -> Any:
+        user = getattr(request, "user", None)
+        return user if user is not None and user.is_authenticated else None
+
+    def _check_rate_limit(self, ip_address: str, user: Any) -> None:
+        if not self.RATE_LIMIT_ENABLED:
+            return
+        max_attempts = self.RATE_LIMIT_MAX_ATTEMPTS or websocket_setting("rate_limit_max_attempts")
+        window = self.RATE_LIMIT_WINDOW_MINUTES or websocket_setting("rate_limit_window_minutes")
+        allowed, count = ConnectionRateLimit.check_rate_limit(
+            ip_address, user=user, max_attempts=max_attempts, window_minutes=window
+        )
+        if not allowed:
+            raise Rejection(
+                error_response("Too many connection attempts", 429),
+                f"rate limit: {count} attempts from {ip_address}",
+            )
+
+    def _check_host_and_origin(self, request: HttpRequest) -> None:
+        try:
+            host = request.get_host()
+        except DisallowedHost:
+            raise Rejection(error_response("Host not allowed", 400), "host not allowed") from None
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, host, request.is_secure()):
+            raise Rejection(error_response("Origin not allowed", 403), f"origin {origin!r}")
+
+    def _check_token(self, request: HttpRequest, user: Any) -> Any:
+        """The token's user when tokens are required, else the session's user (or None)."""
+        if not self.USE_WS_TOKEN:
+            return user
+        token = request.GET.get("ws_token", "")
+        if not token:
+            raise Rejection(error_response("Token required", 401), "no ws_token")
+        session = getattr(request, "session", None)
+        token_user = WebSocketToken.validate_and_consume(
+            token_value=token,
+            session_key=getattr(session, "session_key", None),
+            max_age_seconds=int(websocket_setting("token_expiry_seconds")),
+        )
+        if token_user is None:
+            raise Rejection(error_response("Invalid or expired token", 401), "token rejected")
+        return token_user
+
+    def _check_channel(self, request: HttpRequest) -> str:
+        requested = request.GET.get("channel")
+        if requested is None or requested == "":
+            gateway = self._connecting_gateway(request)
+            return gateway.default_channel_name
+        if not channel_name_valid(
+            requested, self.CHANNEL_NAME_PATTERN, self.MAX_CHANNEL_NAME_LENGTH
+        ):
+            raise Rejection(error_response("Invalid channel name", 400), "bad channel name")
+        if not self.is_channel_allowed(request, requested):
+            raise Rejection(error_response("Channel not allowed", 403), f"channel {requested!r}")
+        return requested
+
+    def _connecting_gateway(self, request: HttpRequest) -> ApiGateway:
+        if self.api_gateway is None:
+            api_id = request.headers.get("X-Amzn-Apigateway-Api-Id", "")
+            gateway = ApiGateway.objects.filter(api_id=api_id).first() if api_id else None
+            if gateway is None:
+                raise Rejection(error_response("Unknown API", 403), f"no gateway {api_id!r}")
+            self.api_gateway = gateway
+        return self.api_gateway
+
+    def _store_connection(
+        self, request: HttpRequest, channel_name: str, user: Any, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        gateway = self._connecting_gateway(request)
+        connection_id = self.connection_id_header(request)
+        try:
+            with transaction.atomic():
+                self.websocket_session = WebSocketSession.objects.create(
+                    connection_id=connection_id,
+                    channel_name=channel_name,
+                    user=user,
+                    api_gateway=gateway,
+                )
+                response = self.connect(request, *args, **kwargs)
+                if not _is_success(response):
+                    # The connect hook refused: API Gateway will drop the socket, keep no row.
+                    transaction.set_rollback(True)
+        except IntegrityError:
+            raise Rejection(
+                error_response("Connection already exists", 409), "duplicate connection id"
+            ) from None
+        return response
+
+    # ----------------------------------------------------------------- disconnect
+
+    def _dispatch_disconnect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        session = self._find_session(request)
+        if session is None:
+            logger.info("Disconnect of unknown connection %s", self.connection_id_header(request))
+            return JsonResponse({"status": "disconnected"})
+        self._use_session(request, session)
+        WebSocketSession.objects.filter(pk=session.pk).update(connected=False)
+        session.connected = False
+        return self.disconnect(request, *args, **kwargs)
+
+    # ----------------------------------------------------------------- messages
+
+    def _dispatch_message(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.body = self._parse_body(request)
+        session = self._find_session(request)
+        if session is None or not session.connected:
+            raise Rejection(error_response("Unknown connection", 403), "unknown connection")
+        self._use_session(request, session)
+        self._check_permissions(request)
+        handler = self._select_handler(request)
+        WebSocketSession.objects.filter(pk=session.pk).update(request_count=F("request_count") + 1)
+        return self._run_handler(handler, request, *args, **kwargs)
+
+    def _parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not declared.isdigit() or int(declared) > self.MAX_BODY_SIZE:
+            raise Rejection(error_response("Message too large", 413), "body too large")
+        raw = request.body
+        if len(raw) > self.MAX_BODY_SIZE:
+            raise Rejection(error_response("Message too large", 413), "body too large")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise Rejection(error_response("Message must be JSON", 400), "bad JSON") from None
+        if not isinstance(body, dict):
+            raise Rejection(error_response("Message must be a JSON object", 400), "not an object")
+        return body
+
+    def _find_session(self, request: HttpRequest) -> WebSocketSession | None:
+        """The session of this connection, if it belongs to the calling API."""
+        session = (
+            WebSocketSession.objects.select_related("api_gateway", "user")
+            .filter(connection_id=self.connection_id_header(request))
+            .first()
+        )
+        if session is None or session.api_gateway is None:
+            return session
+        calling_api = request.headers.get("X-Amzn-Apigateway-Api-Id", "")
+        if session.api_gateway.api_id and calling_api != session.api_gateway.api_id:
+            raise Rejection(error_response("Unknown connection", 403), "connection of another API")
+        return session
+
+    def _use_session(self, request: HttpRequest, session: WebSocketSession) -> None:
+        self.websocket_session = session
+        self.api_gateway = session.api_gateway
+        if session.user is not None:
+            # Messages carry no cookies over Lambda: the user is the one who connected.
+            request.user = session.user
+
+    def _select_handler(self, request: HttpRequest) -> Any:
+        keys = (self.handler_selection_key, self.route_selection_key)
+        if not any(key in self.body for key in keys):
+            raise Rejection(self.handler_selection_key_missing(request), "no handler key")
+        allowed = self.allowed_handler_names()
+        for key in keys:
+            name = self.body.get(key)
+            if isinstance(name, str) and name in allowed:
+                return getattr(self, name)
+        return self.default
+
+    @classmethod
+    def allowed_handler_names(cls) -> frozenset[str]:
+        """Method names a message may select; lifecycle and framework methods never qualify."""
+        if cls.ALLOWED_HANDLERS is not None:
+            names = set(cls.ALLOWED_HANDLERS)
+        else:
+            names = {"default"}
+            for klass in cls.__mro__:
+                if klass is WebSocketView:
+                    break
+                names.update(
+                    name for name, value in vars(klass).items() if inspect.isfunction(value)
+                )
+        names.update(cls.ADDITIONAL_ALLOWED_HANDLERS)
+        return frozenset(
+            name
+            for name in names
+            if isinstance(name, str)
+            and not name.startswith("_")
+            and name not in RESERVED_NAMES
+            and callable(getattr(cls, name, None))
+        )
+
+    def _run_handler(self, handler: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(request, *args, **kwargs)
+        except Exception:
+            logger.exception(
+                "WebSocket handler %s failed",
+                getattr(handler, "__name__", handler),
+                extra={"connection_id": self.connection_id_header(request)},
+            )
+            if self.SEND_EXCEPTION_MAIL:
+                mail_admins(
+                    "WebSocket handler error",
+                    f"Handler {getattr(handler, '__name__', handler)} raised; see the logs for "
+                    f"connection {self.connection_id_header(request)}.",
+                    fail_silently=True,
+                )
+            return error_response("Internal error", 500)
+
+    # ----------------------------------------------------------------- hooks
+
+    def connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Called after the session is stored; a non-2xx response refuses the connection."""
+        return JsonResponse({"status": "connected"})
+
+    def disconnect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Called after the session is marked disconnected."""
+        return JsonResponse({"status": "disconnected"})
+
+    def default(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Handles messages that name no allowed handler. Override it."""
+        return error_response("Unknown handler", 400)
+
+    def change_channel(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Move this connection to ``body["channel"]`` (a handler only when allowed)."""
+        channel = self.body.get("channel")
+        if not isinstance(channel, str) or not channel_name_valid(
+            channel, self.CHANNEL_NAME_PATTERN, self.MAX_CHANNEL_NAME_LENGTH
+        ):
+            return error_response("A valid 'channel' is required", 400)
+        if not self.is_channel_allowed(request, channel):
+            return error_response("Channel not allowed", 403)
+        session = self.websocket_session
+        assert session is not None
+        session.channel_name = channel
+        session.save(update_fields=["channel_name", "updated_on"])
+        return JsonResponse({"channel": channel})
+
+    def is_channel_allowed(self, request: HttpRequest, channel_name: str) -> bool:
+        """Object-level access: may ``request.user`` join ``channel_name``? Default: yes."""
+        return True
+
+    def permission_denied(self, request: HttpRequest) -> HttpResponse:
+        return error_response("Permission denied", 403)
+
+    def missing_headers(self, request: HttpRequest, missing: list[str]) -> HttpResponse:
+        return error_response("Missing required headers", 400)
+
+    def invalid_useragent(self, request: HttpRequest) -> HttpResponse:
+        return error_response("Forbidden", 403)
+
+    def handler_selection_key_missing(self, request: HttpRequest) -> HttpResponse:
+        return error_response(
+            f"Message needs a '{self.handler_selection_key}' or '{self.route_selection_key}' key",
+            400,
+        )
+
+    def has_any_permission(self, request: HttpRequest) -> bool:
+        if not self.permissions_required:
+            return True
+        user = request.user
+        return any(user.has_perm(permission) for permission in self.permissions_required)
+
+    def has_all_permission(self, request: HttpRequest) -> bool:
+        if not self.all_permissions_required:
+            return True
+        return request.user.has_perms(self.all_permissions_required)
+
+    def _additional_connection_checks(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> tuple[bool, str]:
+        """Extra connect-time checks for subclasses: ``(ok, reason shown to the client)``."""
+        return True, ""
+
+
+def request_user_or_anonymous(request: HttpRequest) -> Any:
+    from django.contrib.auth.models import AnonymousUser
+
+    user = getattr(request, "user", None)
+    return user if user is not None else AnonymousUser()
+
+
+# Everything WebSocketView and Django's View define is framework, not a message handler, except
+# the two handlers the library provides.
+RESERVED_NAMES = frozenset(dir(WebSocketView)) - {"default", "change_channel"}
+
+
+@method_decorator([csrf_protect, never_cache], name="dispatch")
+class WebSocketTokenView(View):
+    """POST: a one-time token for opening a WebSocket, for the logged-in user's session."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
+            return error_response("Authentication required", 403)
+        limit = int(websocket_setting("token_rate_limit_per_minute"))
+        if not WebSocketToken.check_rate_limit(user, max_tokens_per_minute=limit):
+            logger.warning("Token rate limit hit by user %s", user.pk)
+            return error_response("Too many token requests", 403)
+        if not request.session.session_key:
+            request.session.save()
+        token = WebSocketToken.generate_token(user=user, session_key=request.session.session_key)
+        return JsonResponse(
+            {"token": token.token, "expires_in": int(websocket_setting("token_expiry_seconds"))}
+        )
