@@ -298,7 +298,7 @@ class WebSocketToken(models.Model):
 
         Consumption is one conditional UPDATE, so of several concurrent callers exactly one wins.
         """
-        if not isinstance(token_value, str) or not TOKEN_PATTERN.match(token_value):
+        if not isinstance(token_value, str) or not TOKEN_PATTERN.fullmatch(token_value):
             return None
         if not session_key:
             return None

@@ -22,7 +22,7 @@ UNKNOWN_IP = "0.0.0.0"
 
 
 def is_valid_connection_id(connection_id: str | None) -> bool:
-    return bool(connection_id) and bool(CONNECTION_ID_PATTERN.match(connection_id or ""))
+    return bool(connection_id) and CONNECTION_ID_PATTERN.fullmatch(connection_id or "") is not None
 
 
 def request_context(request: HttpRequest) -> dict:

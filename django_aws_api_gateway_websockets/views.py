@@ -405,7 +405,10 @@ class WebSocketView(View):
                     f"connection {self.connection_id_header(request)}.",
                     fail_silently=True,
                 )
-            return error_response("Internal error", 500)
+            response = error_response("Internal error", 500)
+            # Logged (with traceback) above; keep Django from logging and mailing it again.
+            response._has_been_logged = True  # type: ignore[attr-defined]
+            return response
 
     # ----------------------------------------------------------------- hooks
 

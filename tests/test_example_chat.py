@@ -1,0 +1,151 @@
+"""The example chat (websocket_app): rooms as channels, object-level access, history, sends."""
+
+from __future__ import annotations
+
+import json
+from unittest.mock import Mock, patch
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
+from django.test import Client
+
+from django_aws_api_gateway_websockets.models import WebSocketSession
+from tests.seed.headers import api_gateway_connect_headers, api_gateway_headers
+from websocket_app.models import ChatMessage, Room
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def users(django_user_model):
+    return {
+        name: django_user_model.objects.create_user(username=name, password=name)
+        for name in ("alice", "bob", "mallory")
+    }
+
+
+@pytest.fixture
+def rooms(users):
+    private = Room.objects.create(slug="team-a", title="Team A", is_private=True)
+    private.members.add(users["alice"], users["bob"])
+    return {"public": Room.objects.create(slug="general", title="General"), "private": private}
+
+
+def connect_as(user, api_gateway, channel, connection_id):
+    client = Client()
+    client.force_login(user)
+    token = client.post("/api/ws-token/").json()["token"]
+    headers = api_gateway_connect_headers(connection_id=connection_id)
+    del headers["HTTP_COOKIE"]
+    return client.post(
+        f"/ws/connect?channel={channel}&ws_token={token}",
+        data="",
+        content_type="application/json",
+        **headers,
+    )
+
+
+def message(body, connection_id):
+    return Client().post(
+        "/ws/default",
+        data=json.dumps(body),
+        content_type="application/json",
+        **api_gateway_headers(connection_id=connection_id),
+    )
+
+
+@pytest.fixture
+def aws_client():
+    client = Mock()
+    client.post_to_connection.return_value = {}
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client):
+        yield client
+
+
+def test_members_join_private_room_others_cannot(users, rooms, api_gateway):
+    assert connect_as(users["alice"], api_gateway, "team-a", "alice-1").status_code == 200
+    refused = connect_as(users["mallory"], api_gateway, "team-a", "mallory-1")
+    assert refused.status_code == 403
+    assert not WebSocketSession.objects.filter(connection_id="mallory-1").exists()
+
+
+def test_chat_message_is_stored_and_sent_to_the_room_only(users, rooms, api_gateway, aws_client):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    connect_as(users["bob"], api_gateway, "general", "bob-1")
+    connect_as(users["mallory"], api_gateway, "elsewhere", "mallory-1")
+
+    response = message({"action": "chat_message", "message": "hello"}, "alice-1")
+
+    assert response.status_code == 200
+    assert response.json() == {"type": "ack", "delivered": 2}
+    sent_to = {call.kwargs["ConnectionId"] for call in aws_client.post_to_connection.call_args_list}
+    assert sent_to == {"alice-1", "bob-1"}
+    event = json.loads(aws_client.post_to_connection.call_args.kwargs["Data"])
+    assert (event["type"], event["user"], event["message"]) == ("chat_message", "alice", "hello")
+    assert ChatMessage.objects.get().room == rooms["public"]
+
+
+@pytest.mark.parametrize("text", ["", "   ", None, 5, "x" * 2001])
+def test_invalid_chat_message_is_400(users, rooms, api_gateway, aws_client, text):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    response = message({"action": "chat_message", "message": text}, "alice-1")
+    assert response.status_code == 400
+    assert not ChatMessage.objects.exists()
+    aws_client.post_to_connection.assert_not_called()
+
+
+def test_removed_member_can_no_longer_post(users, rooms, api_gateway, aws_client):
+    connect_as(users["bob"], api_gateway, "team-a", "bob-1")
+    rooms["private"].members.remove(users["bob"])
+    response = message({"action": "chat_message", "message": "still here?"}, "bob-1")
+    assert response.status_code == 403
+    assert not ChatMessage.objects.exists()
+
+
+def test_history_returns_the_rooms_messages_in_order(users, rooms, api_gateway):
+    for text in ("one", "two"):
+        ChatMessage.objects.create(room=rooms["public"], user=users["bob"], text=text)
+    ChatMessage.objects.create(room=rooms["private"], user=users["bob"], text="secret")
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    history = message({"action": "fetch_history"}, "alice-1").json()
+    assert history["type"] == "history"
+    assert [m["message"] for m in history["messages"]] == ["one", "two"]
+
+
+def test_change_room_respects_membership(users, rooms, api_gateway):
+    connect_as(users["mallory"], api_gateway, "general", "mallory-1")
+    refused = message({"action": "change_channel", "channel": "team-a"}, "mallory-1")
+    assert refused.status_code == 403
+    assert WebSocketSession.objects.get(connection_id="mallory-1").channel_name == "general"
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    moved = message({"action": "change_channel", "channel": "team-a"}, "alice-1")
+    assert moved.json() == {"channel": "team-a"}
+
+
+def test_restricted_handler_needs_can_use_chat(users, rooms, api_gateway):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    assert message({"action": "restricted"}, "alice-1").status_code == 403
+    users["alice"].user_permissions.add(Permission.objects.get(codename="can_use_chat"))
+    assert message({"action": "restricted"}, "alice-1").status_code == 200
+
+
+def test_unknown_action_is_400(users, rooms, api_gateway):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    assert message({"action": "launch_missiles"}, "alice-1").status_code == 400
+
+
+def test_index_lists_rooms_the_user_may_see(users, rooms, api_gateway):
+    client = Client()
+    client.force_login(users["mallory"])
+    page = client.get("/").content.decode()
+    assert "General" in page and "Team A" not in page
+    client.force_login(users["alice"])
+    assert "Team A" in client.get("/").content.decode()
+
+
+def test_createdemo_is_idempotent():
+    call_command("createdemo")
+    call_command("createdemo")
+    assert Room.objects.count() == 3
+    assert Client().login(username="demo", password="demo")

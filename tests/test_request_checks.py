@@ -1,0 +1,82 @@
+"""Unit tests of the pure request checks: client address, connection ids, origins."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory
+
+from django_aws_api_gateway_websockets.request_checks import (
+    client_ip,
+    is_valid_connection_id,
+    origin_allowed,
+)
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        (
+            {
+                "apig_wsgi.request_context": {"identity": {"sourceIp": "203.0.113.9"}},
+                "HTTP_X_FORWARDED_FOR": "1.1.1.1",
+            },
+            "203.0.113.9",
+        ),
+        ({"HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.9"}, "203.0.113.9"),
+        ({"HTTP_X_FORWARDED_FOR": "garbage", "HTTP_X_REAL_IP": "203.0.113.8"}, "203.0.113.8"),
+        ({"HTTP_X_FORWARDED_FOR": "", "REMOTE_ADDR": "10.0.0.1"}, "10.0.0.1"),
+        ({"HTTP_X_FORWARDED_FOR": "2001:db8::1"}, "2001:db8::1"),
+        ({"REMOTE_ADDR": "not-an-ip"}, "0.0.0.0"),
+    ],
+)
+def test_client_ip(meta, expected):
+    request = RequestFactory().post("/")
+    request.META.pop("REMOTE_ADDR")
+    request.META.update(meta)
+    assert client_ip(request) == expected
+
+
+@pytest.mark.parametrize(
+    ("connection_id", "valid"),
+    [
+        ("L0SM9cOFvHcCIhw=", True),
+        ("connection-1", True),
+        ("", False),
+        (None, False),
+        ("a b", False),
+        ("x" * 129, False),
+        ("id\n", False),
+    ],
+)
+def test_connection_id(connection_id, valid):
+    assert is_valid_connection_id(connection_id) is valid
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "secure", "allowed"),
+    [
+        ("https://example.com", "example.com", True, True),
+        ("https://example.com:443", "example.com", True, True),
+        ("https://EXAMPLE.com", "example.com", True, True),
+        ("http://example.com", "example.com", True, False),
+        ("http://localhost:8001", "localhost:8001", False, True),
+        ("http://localhost:8002", "localhost:8001", False, False),
+        ("https://example.com.evil.net", "example.com", True, False),
+        ("https://sub.example.com", "example.com", True, False),
+        ("https://[::1]:8443", "[::1]:8443", True, True),
+        ("https://example.com/path", "example.com", True, False),
+        ("https://example.com:99999", "example.com", True, False),
+        ("javascript:alert(1)", "example.com", True, False),
+        (None, "example.com", True, False),
+    ],
+)
+def test_origin_against_own_host(settings, origin, host, secure, allowed):
+    settings.CSRF_TRUSTED_ORIGINS = []
+    assert origin_allowed(origin, host, secure) is allowed
+
+
+def test_malformed_allowed_origin_entries_match_nothing(settings):
+    settings.WEBSOCKETS = {"allowed_origins": ["example.com", "https://", "https://*.x.com"]}
+    assert origin_allowed("https://example.com", "api.test", True) is False
+    assert origin_allowed("https://a.x.com", "api.test", True) is True
+    assert origin_allowed("http://a.x.com", "api.test", True) is False
