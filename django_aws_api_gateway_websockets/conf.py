@@ -22,6 +22,12 @@ DEFAULTS: dict[str, Any] = {
     # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host.
     # None means "use CSRF_TRUSTED_ORIGINS".
     "allowed_origins": None,
+    # Where the Lambda handler delivers WebSocket events; {route} becomes connect, disconnect,
+    # default or a custom route key.
+    "websocket_path": "/ws/{route}",
+    # HTTP integrations only: a secret API Gateway adds as X-Websocket-Integration-Secret, so
+    # requests forged straight at the view's URL are refused. Empty: not checked.
+    "integration_secret": "",
 }
 
 

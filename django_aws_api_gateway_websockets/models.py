@@ -18,6 +18,8 @@ from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from .endpoints import execute_api_endpoint
+
 if TYPE_CHECKING:
     from .sending import SendReport
 
@@ -176,7 +178,7 @@ def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> 
         raise ImproperlyConfigured(
             "The API Gateway has no api_id and no management_endpoint_url: cannot send."
         )
-    return f"https://{api_id}.execute-api.{get_region_name()}.amazonaws.com/{stage_name}"
+    return execute_api_endpoint(api_id, get_region_name(), stage_name)
 
 
 class ApiGatewayAdditionalRoute(models.Model):

@@ -12,18 +12,26 @@ import json
 import logging
 from typing import Any
 
-from django.core.exceptions import DisallowedHost
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import constant_time_compare
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .conf import websocket_setting
-from .models import ApiGateway, ConnectionRateLimit, WebSocketSession, WebSocketToken
+from .endpoints import endpoint_from_event
+from .models import (
+    ApiGateway,
+    ConnectionRateLimit,
+    WebSocketSession,
+    WebSocketToken,
+    get_region_name,
+)
 from .request_checks import (
     channel_name_valid,
     client_ip,
@@ -37,6 +45,7 @@ logger = logging.getLogger(__name__)
 CONNECT = "connect"
 DISCONNECT = "disconnect"
 MESSAGE = "message"
+INTEGRATION_SECRET_HEADER = "X-Websocket-Integration-Secret"
 EVENT_TYPE_ROUTES = {"CONNECT": CONNECT, "DISCONNECT": DISCONNECT, "MESSAGE": MESSAGE}
 
 
@@ -165,6 +174,8 @@ class WebSocketView(View):
             raise Rejection(self.missing_headers(request, missing), f"missing headers {missing}")
         if not self._useragent_valid(request):
             raise Rejection(self.invalid_useragent(request), "unexpected user agent or API id")
+        if not self._delivered_by_api_gateway(request):
+            raise Rejection(error_response("Forbidden", 403), "not a WebSocket event")
         if not is_valid_connection_id(self.connection_id_header(request)):
             raise Rejection(error_response("Invalid connection id", 400), "bad connection id")
 
@@ -177,6 +188,22 @@ class WebSocketView(View):
             expected = f"{self.expected_useragent_prefix}{self.aws_api_gateway_id}"
             return useragent == expected and api_id == self.aws_api_gateway_id
         return True
+
+    def _delivered_by_api_gateway(self, request: HttpRequest) -> bool:
+        """Lambda: the event must be a WebSocket event of this connection, not an HTTP event
+        with forged headers. HTTP integration: the integration's shared secret, if set."""
+        context = request_context(request)
+        if context:
+            return (
+                context.get("eventType") in EVENT_TYPE_ROUTES
+                and context.get("connectionId") == self.connection_id_header(request)
+                and context.get("apiId") == request.headers.get("X-Amzn-Apigateway-Api-Id")
+            )
+        secret = websocket_setting("integration_secret")
+        if not secret:
+            return True
+        offered = request.headers.get(INTEGRATION_SECRET_HEADER, "")
+        return constant_time_compare(offered, secret)
 
     def _check_permissions(self, request: HttpRequest) -> None:
         if not (self.has_any_permission(request) and self.has_all_permission(request)):
@@ -268,8 +295,28 @@ class WebSocketView(View):
             gateway = ApiGateway.objects.filter(api_id=api_id).first() if api_id else None
             if gateway is None:
                 raise Rejection(error_response("Unknown API", 403), f"no gateway {api_id!r}")
+            self._learn_management_endpoint(request, gateway)
             self.api_gateway = gateway
         return self.api_gateway
+
+    def _learn_management_endpoint(self, request: HttpRequest, gateway: ApiGateway) -> None:
+        """Under Lambda, a gateway without an explicit endpoint gets the one of its events."""
+        context = request_context(request)
+        if gateway.management_endpoint_url or not context:
+            return
+        try:
+            region = get_region_name()
+        except ImproperlyConfigured:
+            region = ""
+        endpoint = endpoint_from_event(
+            str(context.get("domainName", "")),
+            gateway.api_id,
+            str(context.get("stage", "")),
+            region,
+        )
+        if endpoint:
+            gateway.management_endpoint_url = endpoint
+            ApiGateway.objects.filter(pk=gateway.pk).update(management_endpoint_url=endpoint)
 
     def _store_connection(
         self, request: HttpRequest, channel_name: str, user: Any, *args: Any, **kwargs: Any

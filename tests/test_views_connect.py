@@ -73,7 +73,12 @@ class TestAccepted:
         assert WebSocketSession.objects.get().user == alice
 
     def test_route_from_event_context_with_bare_ws_path(self, client, api_gateway):
-        context = {"eventType": "CONNECT", "identity": {"sourceIp": "198.51.100.7"}}
+        context = {
+            "eventType": "CONNECT",
+            "connectionId": "connection-1",
+            "apiId": "abc123",
+            "identity": {"sourceIp": "198.51.100.7"},
+        }
         response = connect(client, "/ws/?channel=lobby", **{"apig_wsgi.request_context": context})
         assert response.status_code == 200
         assert WebSocketSession.objects.get().channel_name == "lobby"

@@ -165,7 +165,12 @@ class TestHandlerSelection:
         assert response.status_code == 400
 
     def test_route_from_event_context_on_bare_path(self, client, websocket_session):
-        context = {"eventType": "MESSAGE", "routeKey": "$default"}
+        context = {
+            "eventType": "MESSAGE",
+            "routeKey": "$default",
+            "connectionId": "connection-1",
+            "apiId": "abc123",
+        }
         response = send(
             client, {"action": "echo"}, path="/ws/", **{"apig_wsgi.request_context": context}
         )
@@ -240,7 +245,7 @@ class TestDisconnect:
         assert response.status_code == 400
 
     def test_event_context_disconnect_on_bare_path(self, client, websocket_session):
-        context = {"eventType": "DISCONNECT"}
+        context = {"eventType": "DISCONNECT", "connectionId": "connection-1", "apiId": "abc123"}
         send(client, "", raw=True, path="/ws/", **{"apig_wsgi.request_context": context})
         websocket_session.refresh_from_db()
         assert websocket_session.connected is False

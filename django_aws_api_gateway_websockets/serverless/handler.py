@@ -1,0 +1,177 @@
+"""The Lambda handler factory: one handler for every event the function receives.
+
+WebSocket events become WSGI requests for the WebSocket view; HTTP events (REST v1, HTTP API
+v2, ALB, function URLs) go to the Django site; schedules, ``{"manage": ...}`` and
+``{"command": ...}`` run code; keep-warm pings return at once. The handler never raises: a
+malformed or unknown event gets a logged, clear error result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .events import EventKind, MalformedEvent, WebSocketEvent, classify, scheduled_function_name
+
+LambdaHandler = Callable[[Any, Any], Any]
+SLUG = re.compile(r"^[A-Za-z0-9_-]+$")
+EVENT_METRICS = {"CONNECT": "Connects", "MESSAGE": "Messages", "DISCONNECT": "Disconnects"}
+
+
+def error_result(status: int, message: str) -> dict[str, Any]:
+    return {"statusCode": status, "body": message}
+
+
+def make_lambda_handler(
+    settings_module: str = "project.settings", websocket_path: str | None = None
+) -> LambdaHandler:
+    """Set Django up once (per container) and return ``handler(event, context)``.
+
+    ``websocket_path`` is where WebSocket events are delivered: ``{route}`` is replaced by
+    ``connect``, ``disconnect``, ``default`` or a custom route key. Default: the
+    ``WEBSOCKETS["websocket_path"]`` setting (``/ws/{route}``).
+    """
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    import django
+
+    django.setup(set_prefix=False)
+    import apig_wsgi
+    from django.core.wsgi import get_wsgi_application
+
+    from ..conf import websocket_setting
+    from .observability import current_metrics, get_logger
+
+    path_template = websocket_path or websocket_setting("websocket_path")
+    wsgi_handler = apig_wsgi.make_lambda_handler(get_wsgi_application(), binary_support=True)
+    logger = get_logger()
+    cold_start = [True]
+
+    def websocket(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        parsed = WebSocketEvent.from_event(event)
+        logger.append_keys(
+            connection_id=parsed.connection_id,
+            route_key=parsed.route_key,
+            event_type=parsed.event_type,
+        )
+        current_metrics.add(EVENT_METRICS[parsed.event_type])
+        route = parsed.route_name if SLUG.match(parsed.route_name) else "default"
+        path = path_template.replace("{route}", route)
+        response = wsgi_handler(parsed.as_wsgi_event(path, {}), context)
+        result = {"statusCode": response["statusCode"], "body": response.get("body", "")}
+        if parsed.event_type == "CONNECT" and response.get("headers"):
+            result["headers"] = response["headers"]
+        return result
+
+    def dispatch(kind: EventKind, event: Any, context: Any) -> Any:
+        if kind is EventKind.WEBSOCKET:
+            return websocket(event, context)
+        if kind is EventKind.HTTP:
+            return wsgi_handler(event, context)
+        if kind is EventKind.KEEP_WARM:
+            return {"status": "warm"}
+        if kind is EventKind.MANAGE:
+            return run_manage(event["manage"])
+        if kind is EventKind.SCHEDULED:
+            return run_function(scheduled_function_name(event), event, context)
+        if kind is EventKind.COMMAND:
+            return run_function(event["command"], event, context)
+        logger.warning("Unrecognised event", extra={"event_keys": _keys(event)})
+        return error_result(400, "Unrecognised event")
+
+    def handler(event: Any, context: Any) -> Any:
+        started = time.perf_counter()
+        kind = classify(event)
+        logger.append_keys(cold_start=cold_start[0], event_kind=kind.value)
+        cold_start[0] = False
+        logger.set_correlation_id(_request_id(event, context))
+        try:
+            result = dispatch(kind, event, context)
+        except MalformedEvent as error:
+            logger.warning("Malformed event: %s", error)
+            result = error_result(400, "Malformed event")
+        except Exception:
+            logger.exception("Unhandled error in Lambda handler")
+            current_metrics.add("Errors")
+            result = error_result(500, "Internal error")
+        status = result.get("statusCode") if isinstance(result, dict) else None
+        if isinstance(status, int) and status >= 500:
+            current_metrics.add("Errors")
+        logger.info(
+            "Event handled",
+            extra={
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        logger.remove_keys(["connection_id", "route_key", "event_type", "event_kind", "cold_start"])
+        logger.set_correlation_id(None)
+        _flush_metrics(current_metrics, logger)
+        return result
+
+    return handler
+
+
+def _flush_metrics(metrics: Any, logger: Any) -> None:
+    try:
+        metrics.flush()
+    except Exception:  # Metrics must never turn a handled event into a failed invocation.
+        logger.exception("Could not flush metrics")
+
+
+def _request_id(event: Any, context: Any) -> str | None:
+    if isinstance(event, dict) and isinstance(event.get("requestContext"), dict):
+        request_id = event["requestContext"].get("requestId")
+        if isinstance(request_id, str):
+            return request_id
+    return getattr(context, "aws_request_id", None)
+
+
+def _keys(event: Any) -> list[str]:
+    return sorted(str(key) for key in event)[:20] if isinstance(event, dict) else []
+
+
+def run_manage(command_line: Any) -> dict[str, Any]:
+    """``{"manage": "command args"}``: run a management command, return its output."""
+    from django.core.management import CommandError
+    from django.db import close_old_connections
+
+    from .scheduled import run_management_command
+
+    if not isinstance(command_line, str) or not command_line.strip():
+        return error_result(400, "'manage' must be a command line")
+    close_old_connections()
+    try:
+        name, *args = shlex.split(command_line)
+        output = run_management_command(name, *args)
+    except (CommandError, ValueError) as error:
+        return {"statusCode": 400, "command": command_line, "error": str(error)}
+    except SystemExit as exit_:  # argparse exits on bad arguments
+        return {"statusCode": 400, "command": command_line, "error": f"exit status {exit_.code}"}
+    finally:
+        close_old_connections()
+    return {"statusCode": 200, "command": command_line, "output": output}
+
+
+def run_function(dotted_path: Any, event: Any, context: Any) -> Any:
+    """Import ``module.function`` and call it (zappa schedules and ``{"command": ...}``)."""
+    from django.db import close_old_connections
+
+    from .scheduled import call_with_event
+
+    if not isinstance(dotted_path, str) or "." not in dotted_path:
+        return error_result(400, "A function is named as module.function")
+    module_name, _, function_name = dotted_path.rpartition(".")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError):
+        return error_result(400, f"No function {dotted_path}")
+    close_old_connections()
+    try:
+        return call_with_event(function, event, context)
+    finally:
+        close_old_connections()

@@ -1,0 +1,86 @@
+"""Structured JSON logs (powertools Logger) and CloudWatch embedded metrics for the handler.
+
+Configured from the environment like powertools itself: ``POWERTOOLS_SERVICE_NAME``,
+``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_LOG_LEVEL``. The metrics module is imported only
+when an invocation has something to flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import Counter
+from functools import lru_cache
+from typing import Any
+
+from ..signals import messages_sent
+
+DEFAULT_SERVICE = "django-websockets"
+DEFAULT_NAMESPACE = "ServerlessDjangoWebSockets"
+# Library and Django loggers that should write the same JSON lines as the handler.
+STRUCTURED_LOGGERS = ("django_aws_api_gateway_websockets", "django.request", "django.security")
+
+
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is now, so ``invoke`` can capture the log lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@lru_cache(maxsize=1)
+def get_logger() -> Any:
+    """The handler's powertools Logger; library loggers share its JSON handler."""
+    from aws_lambda_powertools import Logger
+
+    handler = logging.StreamHandler(_CurrentStdout())  # type: ignore[arg-type]
+    logger = Logger(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE),
+        logger_handler=handler,
+    )
+    for name in STRUCTURED_LOGGERS:
+        library_logger = logging.getLogger(name)
+        library_logger.handlers = [handler]
+        library_logger.propagate = False
+        if library_logger.level == logging.NOTSET:
+            library_logger.setLevel(logging.INFO)
+    messages_sent.connect(_count_sends, dispatch_uid="websocket-metrics")
+    return logger
+
+
+class InvocationMetrics:
+    """Counts for one invocation, flushed as one EMF document."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, name: str, value: int = 1) -> None:
+        if value:
+            self.counts[name] += value
+
+    def flush(self) -> None:
+        if not self.counts:
+            return
+        from aws_lambda_powertools.metrics import Metrics, MetricUnit
+
+        metrics = Metrics(
+            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE),
+            service=os.environ.get("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE),
+        )
+        for name, value in sorted(self.counts.items()):
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        metrics.flush_metrics()
+        self.counts.clear()
+
+
+current_metrics = InvocationMetrics()
+
+
+def _count_sends(sender: Any, report: Any, **kwargs: Any) -> None:
+    current_metrics.add("MessagesSent", report.delivered)
+    current_metrics.add("ConnectionsGone", report.gone)
+    current_metrics.add("SendFailures", report.failed)
