@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 if TYPE_CHECKING:
     from .models import ApiGateway, ApiGatewayAdditionalRoute
 
@@ -172,10 +174,12 @@ def create_gateway(gateway: ApiGateway) -> None:
             f"API Gateway {gateway.api_name!r} needs a target_base_endpoint (HTTP integration) "
             "or a lambda_function_arn (Lambda integration)."
         )
-    client = models.get_boto3_client("apigatewayv2")
     resuming = bool(gateway.api_id)
-    step = "create the API"
+    step = "connect to AWS"
     try:
+        # Inside the try: a missing profile or region is reported like any failed step.
+        client = models.get_boto3_client("apigatewayv2")
+        step = "create the API"
         if not resuming:
             response = client.create_api(
                 Name=gateway.api_name,
@@ -203,7 +207,7 @@ def create_gateway(gateway: ApiGateway) -> None:
             provisioner.ensure_invoke_permission()
         step = "deploy the stage"
         deploy_api(gateway, client)
-    except _aws_errors() as error:
+    except (*_aws_errors(), ImproperlyConfigured) as error:
         logger.error("Creating API Gateway %s failed: %s", gateway.api_name, error)
         raise GatewayProvisioningError(
             f"Could not {step} for {gateway.api_name!r}: {_describe(error)}. "
@@ -269,9 +273,10 @@ def create_custom_domain(gateway: ApiGateway) -> None:
             f"API Gateway {gateway.api_name!r} needs domain_name and certificate_arn "
             "for a custom domain."
         )
-    client = models.get_boto3_client("apigatewayv2")
-    step = "create the domain name"
+    step = "connect to AWS"
     try:
+        client = models.get_boto3_client("apigatewayv2")
+        step = "create the domain name"
         if not gateway.api_gateway_domain_name:
             response = client.create_domain_name(
                 DomainName=gateway.domain_name,
@@ -294,7 +299,7 @@ def create_custom_domain(gateway: ApiGateway) -> None:
                 ApiId=gateway.api_id, DomainName=gateway.domain_name, Stage=gateway.stage_name
             )
             gateway.api_mapping_id = response["ApiMappingId"]
-    except _aws_errors() as error:
+    except (*_aws_errors(), ImproperlyConfigured) as error:
         raise GatewayProvisioningError(
             f"Could not {step} for {gateway.api_name!r}: {_describe(error)}"
         ) from error

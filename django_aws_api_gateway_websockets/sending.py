@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .conf import websocket_setting
+from .signals import messages_sent
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -32,6 +36,7 @@ THROTTLING_CODES = frozenset(
     {"LimitExceededException", "TooManyRequestsException", "ThrottlingException"}
 )
 GONE_UPDATE_BATCH = 5000
+EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 
 DELIVERED = "delivered"
 GONE = "gone"
@@ -72,12 +77,21 @@ def management_client(endpoint_url: str) -> Any:
 
     config = Config(
         # Our own loop retries throttling; botocore's retries would multiply with it.
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
     )
-    return models.get_boto3_client(
-        "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config
-    )
+    kwargs: dict[str, Any] = {"endpoint_url": endpoint_url, "config": config}
+    region = region_of_endpoint(endpoint_url)
+    if region:
+        # SigV4 must be signed for the endpoint's own region, whatever the settings say.
+        kwargs["region_name"] = region
+    return models.get_boto3_client("apigatewaymanagementapi", **kwargs)
+
+
+def region_of_endpoint(endpoint_url: str) -> str:
+    """The region of an execute-api URL (``https://id.execute-api.eu-west-1...``), else ""."""
+    match = EXECUTE_API_HOST.match(urlsplit(endpoint_url).hostname or "")
+    return match.group(1) if match else ""
 
 
 def _error_code(error: Exception) -> str:
@@ -138,11 +152,13 @@ def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
     report = SendReport()
     if outcome == GONE:
         session.connected = False
-        session.save(update_fields=["connected", "updated_on"])
+        # An UPDATE, not save(): the row may already have been cleaned up meanwhile.
+        mark_gone([session.connection_id])
         report.gone = 1
         report.gone_connection_ids.append(session.connection_id)
     else:
         report.delivered = 1
+    messages_sent.send(sender=type(session), report=report)
     return report
 
 
@@ -161,9 +177,13 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
     Each session goes through its own gateway's endpoint (one client per endpoint); rows are
     streamed and in-flight sends bounded, so memory stays flat however large the channel.
     """
-    from .models import management_endpoint_for
+    from .models import WebSocketSession, management_endpoint_for
 
     payload = encode_payload(data)
+    if queryset.query.is_sliced:
+        queryset = WebSocketSession.objects.filter(
+            pk__in=list(queryset.values_list("pk", flat=True))
+        )
     rows = (
         queryset.filter(connected=True)
         .values_list(
@@ -198,7 +218,14 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
                 logger.warning("Session %s has no API Gateway; not sent", connection_id)
                 report.failed += 1
                 continue
-            endpoint = management_endpoint_for(explicit_url, api_id, stage_name)
+            try:
+                endpoint = management_endpoint_for(explicit_url, api_id, stage_name)
+            except ImproperlyConfigured:
+                # Like a session without a gateway: counted, so one misconfigured gateway
+                # neither aborts the broadcast half-way nor skips marking the gone sessions.
+                logger.exception("Session %s: gateway cannot send; not sent", connection_id)
+                report.failed += 1
+                continue
             client = clients.get(endpoint)
             if client is None:
                 client = clients[endpoint] = management_client(endpoint)
@@ -211,4 +238,5 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
 
     if report.gone_connection_ids:
         mark_gone(report.gone_connection_ids)
+    messages_sent.send(sender=WebSocketSession, report=report)
     return report

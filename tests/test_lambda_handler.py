@@ -1,0 +1,360 @@
+"""The Lambda handler end to end: real-shaped events through apig-wsgi into Django."""
+
+from __future__ import annotations
+
+import base64
+import json
+from unittest.mock import Mock, patch
+
+import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+
+from django_aws_api_gateway_websockets.models import (
+    ApiGateway,
+    ConnectionRateLimit,
+    WebSocketSession,
+    WebSocketToken,
+)
+from django_aws_api_gateway_websockets.serverless import make_lambda_handler
+from django_aws_api_gateway_websockets.serverless.local import authenticate_connect_event
+from tests.lambda_support import (
+    SAMPLE_API_ID,
+    SAMPLE_CONNECTION_ID,
+    SAMPLE_DOMAIN,
+    load_event,
+    log_lines,
+    message_event,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def keep_test_connection(monkeypatch):
+    """Lambda closes stale DB connections around each event; inside a test transaction that
+    would drop the test's own connection (PostgreSQL), so do what Django's test client does."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    monkeypatch.setattr("django.db.close_old_connections", lambda **kwargs: None)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def handler(settings, keep_test_connection):
+    settings.ALLOWED_HOSTS = [".amazonaws.com", ".on.aws", "example.com", "testserver"]
+    return make_lambda_handler()
+
+
+@pytest.fixture
+def sample_gateway():
+    return ApiGateway.objects.create(
+        api_name="Sample", api_id=SAMPLE_API_ID, stage_name="production"
+    )
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="alice")
+
+
+@pytest.fixture
+def connected(handler, sample_gateway, alice):
+    response = handler(authenticate_connect_event(load_event("connect"), alice), None)
+    assert response["statusCode"] == 200
+    return WebSocketSession.objects.get(connection_id=SAMPLE_CONNECTION_ID)
+
+
+@pytest.fixture
+def aws_client():
+    client = Mock()
+    client.post_to_connection.return_value = {}
+    with patch(
+        "django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client
+    ) as factory:
+        client.factory = factory
+        yield client
+
+
+class TestConnect:
+    def test_connect_with_token_stores_the_session(self, connected, alice, sample_gateway):
+        assert (connected.user, connected.channel_name, connected.connected) == (
+            alice,
+            "general",
+            True,
+        )
+        assert connected.api_gateway == sample_gateway
+        assert WebSocketToken.objects.get().used is True
+
+    def test_source_ip_comes_from_request_context(self, connected):
+        assert ConnectionRateLimit.objects.get().ip_address == "203.0.113.5"
+
+    def test_gateway_learns_its_management_endpoint(self, connected, sample_gateway):
+        sample_gateway.refresh_from_db()
+        assert sample_gateway.management_endpoint_url == f"https://{SAMPLE_DOMAIN}/production"
+
+    def test_explicit_management_endpoint_is_kept(self, handler, sample_gateway, alice):
+        sample_gateway.management_endpoint_url = "https://ws.example.com"
+        sample_gateway.save()
+        handler(authenticate_connect_event(load_event("connect"), alice), None)
+        sample_gateway.refresh_from_db()
+        assert sample_gateway.management_endpoint_url == "https://ws.example.com"
+
+    def test_connect_without_token_is_refused(self, handler, sample_gateway):
+        response = handler(load_event("connect"), None)
+        assert response["statusCode"] == 401
+        assert not WebSocketSession.objects.exists()
+
+    def test_client_headers_cannot_claim_another_identity(self, handler, sample_gateway, alice):
+        event = authenticate_connect_event(load_event("connect"), alice)
+        event["headers"].update(
+            {
+                "connectionId": "victim-connection",
+                "X-Amzn-Apigateway-Api-Id": "zzz999",
+                "User-Agent": "AmazonAPIGateway_zzz999",
+                "X-Forwarded-For": "10.9.9.9",
+                "X-Real-Ip": "10.9.9.9",
+                "X-Websocket-Integration-Secret": "guess",
+            }
+        )
+        event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+        assert handler(event, None)["statusCode"] == 200
+        session = WebSocketSession.objects.get()
+        assert session.connection_id == SAMPLE_CONNECTION_ID
+        assert ConnectionRateLimit.objects.get().ip_address == "203.0.113.5"
+
+    def test_unknown_api_is_refused(self, handler, sample_gateway, alice):
+        event = authenticate_connect_event(load_event("connect", apiId="other00000"), alice)
+        assert handler(event, None)["statusCode"] == 403
+
+
+class TestMessages:
+    def test_reply_is_the_route_response(self, handler, connected):
+        response = handler(load_event("message_history"), None)
+        assert response["statusCode"] == 200
+        assert json.loads(response["body"])["type"] == "history"
+
+    def test_chat_message_fans_out_through_the_learned_endpoint(
+        self, handler, connected, aws_client
+    ):
+        response = handler(load_event("message_chat"), None)
+        assert json.loads(response["body"]) == {"type": "ack", "delivered": 1}
+        assert aws_client.factory.call_args.kwargs["endpoint_url"] == (
+            f"https://{SAMPLE_DOMAIN}/production"
+        )
+        posted = json.loads(aws_client.post_to_connection.call_args.kwargs["Data"])
+        assert posted["message"] == "Hello from a sample event"
+
+    def test_custom_route_key_reaches_the_view(self, handler, connected):
+        event = load_event("message_history", routeKey="fetch_history")
+        assert handler(event, None)["statusCode"] == 200
+
+    def test_odd_route_key_is_delivered_as_default(self, handler, connected):
+        event = load_event("message_history", routeKey="chat.message/../x")
+        assert handler(event, None)["statusCode"] == 200
+
+    def test_base64_body(self, handler, connected):
+        event = message_event(base64.b64encode(b'{"action": "fetch_history"}').decode())
+        event["isBase64Encoded"] = True
+        assert handler(event, None)["statusCode"] == 200
+
+    @pytest.mark.parametrize("body", ["not json", "[]", "", '{"no": "action"}'])
+    def test_bad_bodies_are_400(self, handler, connected, body):
+        assert handler(message_event(body), None)["statusCode"] == 400
+
+    def test_message_from_unknown_connection_is_403(self, handler, sample_gateway):
+        assert handler(load_event("message_history"), None)["statusCode"] == 403
+
+    def test_bare_ws_path_form(self, settings, handler, connected):
+        settings.ROOT_URLCONF = "tests.lambda_bare_urls"
+        bare = make_lambda_handler(websocket_path="/ws/")
+        response = bare(load_event("message_history"), None)
+        assert json.loads(response["body"])["type"] == "history"
+
+
+class TestDisconnect:
+    def test_marks_the_session_disconnected(self, handler, connected):
+        assert handler(load_event("disconnect"), None)["statusCode"] == 200
+        connected.refresh_from_db()
+        assert connected.connected is False
+
+    def test_unknown_connection_is_harmless(self, handler, sample_gateway):
+        assert handler(load_event("disconnect"), None)["statusCode"] == 200
+
+
+class TestForgedHttpEvents:
+    def test_http_event_with_api_gateway_headers_cannot_connect(self, handler, sample_gateway):
+        response = handler(load_event("forged_http_connect"), None)
+        assert response["statusCode"] == 403
+        assert not WebSocketSession.objects.exists()
+
+    def test_http_v2_event_cannot_post_as_a_connection(self, handler, connected):
+        event = load_event("http_api_v2")
+        event["requestContext"]["http"].update({"method": "POST", "path": "/ws/default"})
+        event["rawPath"] = "/ws/default"
+        event["headers"].update(
+            {
+                "connectionid": SAMPLE_CONNECTION_ID,
+                "user-agent": f"AmazonAPIGateway_{SAMPLE_API_ID}",
+                "x-amzn-apigateway-api-id": SAMPLE_API_ID,
+                "content-type": "application/json",
+            }
+        )
+        event["body"] = json.dumps({"action": "fetch_history"})
+        assert handler(event, None)["statusCode"] == 403
+
+    def test_integration_secret_guards_http_integrations(self, settings, client, connected):
+        from tests.seed.headers import api_gateway_headers
+
+        settings.WEBSOCKETS = {"integration_secret": "s3cret"}
+        headers = api_gateway_headers(api_id=SAMPLE_API_ID, connection_id=SAMPLE_CONNECTION_ID)
+        body = json.dumps({"action": "fetch_history"})
+        post = dict(path="/ws/default", data=body, content_type="application/json")
+        assert client.post(**post, **headers).status_code == 403
+        wrong = client.post(**post, **headers, HTTP_X_WEBSOCKET_INTEGRATION_SECRET="guess")
+        assert wrong.status_code == 403
+        right = client.post(**post, **headers, HTTP_X_WEBSOCKET_INTEGRATION_SECRET="s3cret")
+        assert right.status_code == 200
+
+
+class TestHttpEvents:
+    @pytest.mark.parametrize(
+        "name", ["http_rest_v1", "http_api_v2", "http_alb", "http_function_url"]
+    )
+    def test_site_is_served(self, handler, name):
+        response = handler(load_event(name), None)
+        assert response["statusCode"] == 200
+        body = response["body"]
+        if response.get("isBase64Encoded"):
+            body = base64.b64decode(body).decode()
+        assert "Serverless Django WebSockets" in body
+
+
+class TestScheduledAndDirect:
+    def test_scheduled_clear_sessions(self, handler, sample_gateway):
+        WebSocketSession.objects.create(connection_id="gone", connected=False)
+        WebSocketSession.objects.create(connection_id="here", connected=True)
+        result = handler(load_event("scheduled_clear_sessions"), None)
+        assert "Deleted 1 disconnected" in result
+        assert list(WebSocketSession.objects.values_list("connection_id", flat=True)) == ["here"]
+
+    def test_scheduled_cleanup_tokens(self, handler, alice):
+        WebSocketToken.objects.create(token="a" * 64, user=alice, session_key="s", used=True)
+        result = handler(load_event("scheduled_cleanup_tokens"), None)
+        assert "Deleted 1 used or expired token" in result
+        assert not WebSocketToken.objects.exists()
+
+    def test_keep_warm_returns_at_once(self, handler, django_assert_num_queries):
+        with django_assert_num_queries(0):
+            assert handler(load_event("keep_warm"), None) == {"status": "warm"}
+        assert handler({"source": "serverless-plugin-warmup"}, None) == {"status": "warm"}
+
+    def test_manage(self, handler):
+        WebSocketSession.objects.create(connection_id="gone", connected=False)
+        result = handler(load_event("manage_clear_sessions"), None)
+        assert result["statusCode"] == 200
+        assert "Deleted 1" in result["output"]
+
+    @pytest.mark.parametrize(
+        "command",
+        ["noSuchCommand", "cleanupWebSocketTokens --token-age lots", "", 42, "createApiGateway"],
+    )
+    def test_bad_manage_commands_are_400(self, handler, command):
+        result = handler({"manage": command}, None)
+        assert result["statusCode"] == 400
+
+    def test_command_runs_a_function(self, handler):
+        result = handler({"command": "lambda_handler.clear_sessions"}, None)
+        assert "Deleted 0" in result
+
+    @pytest.mark.parametrize("command", ["os", "no_such_module.f", "lambda_handler.nothing", 5])
+    def test_bad_command_is_400(self, handler, command):
+        assert handler({"command": command}, None)["statusCode"] == 400
+
+    def test_scheduled_function_error_is_a_500_result(self, handler, monkeypatch):
+        def broken(event, context):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr("lambda_handler.clear_sessions", broken)
+        assert handler(load_event("scheduled_clear_sessions"), None)["statusCode"] == 500
+
+
+class TestMalformed:
+    @pytest.mark.parametrize(
+        "event",
+        [
+            None,
+            "text",
+            [],
+            {},
+            {"unexpected": True},
+            {"requestContext": "x"},
+            {"requestContext": {"eventType": "CONNECT"}},
+            {"requestContext": {"eventType": "MESSAGE", "connectionId": 5}},
+            {"detail-type": "Scheduled Event", "resources": []},
+            {"detail-type": "Scheduled Event", "resources": [7]},
+            {"httpMethod": "GET"},
+            {"version": "2.0"},
+        ],
+    )
+    def test_never_raises(self, handler, event):
+        result = handler(event, None)
+        assert result["statusCode"] == 400
+
+    def test_unexpected_failure_is_a_logged_500(self, handler, monkeypatch, capsys):
+        def explode(*args, **kwargs):
+            raise RuntimeError("adapter bug")
+
+        monkeypatch.setattr(
+            "django_aws_api_gateway_websockets.serverless.events.WebSocketEvent.as_wsgi_event",
+            explode,
+        )
+        result = handler(load_event("message_history"), None)
+        assert result == {"statusCode": 500, "body": "Internal error"}
+        lines = log_lines(capsys.readouterr().out)
+        assert any("adapter bug" in line.get("exception", "") for line in lines)
+
+
+class TestObservability:
+    def test_one_structured_line_per_event(self, handler, connected, capsys):
+        capsys.readouterr()
+        handler(load_event("message_history"), None)
+        lines = log_lines(capsys.readouterr().out)
+        handled = [line for line in lines if line.get("message") == "Event handled"]
+        assert len(handled) == 1
+        line = handled[0]
+        assert line["correlation_id"] == "Cq1BJFkOIAMFdWh="
+        assert line["connection_id"] == SAMPLE_CONNECTION_ID
+        assert (line["route_key"], line["event_type"], line["status"]) == (
+            "$default",
+            "MESSAGE",
+            200,
+        )
+        assert isinstance(line["duration_ms"], float)
+        assert line["cold_start"] is False
+
+    def test_metrics_are_embedded_metric_format(self, handler, connected, aws_client, capsys):
+        capsys.readouterr()
+        handler(load_event("message_chat"), None)
+        documents = [line for line in log_lines(capsys.readouterr().out) if "_aws" in line]
+        assert len(documents) == 1
+        document = documents[0]
+        names = {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+        assert names == {"Messages", "MessagesSent"}
+        assert document["Messages"] == [1.0] or document["Messages"] == 1.0
+
+    def test_rejections_are_logged_with_the_correlation_id(self, handler, sample_gateway, capsys):
+        capsys.readouterr()
+        handler(load_event("connect"), None)
+        lines = log_lines(capsys.readouterr().out)
+        rejected = [line for line in lines if "rejected" in str(line.get("message"))]
+        assert rejected and rejected[0]["correlation_id"] == "Cq1AAFkNIAMFXfQ="
+
+    def test_keys_do_not_leak_into_the_next_event(self, handler, connected, capsys):
+        handler(load_event("message_history"), None)
+        capsys.readouterr()
+        handler(load_event("keep_warm"), None)
+        line = log_lines(capsys.readouterr().out)[-1]
+        assert "connection_id" not in line and "route_key" not in line
