@@ -29,7 +29,8 @@ if not SECRET_KEY:
     # Local development and tests only; a deployed function refuses to start without one.
     SECRET_KEY = "insecure-local-development-key-change-me"
 
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+# API Gateway (*.execute-api.<region>.amazonaws.com) and function URLs (*.on.aws) set Host.
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],.amazonaws.com,.on.aws")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [

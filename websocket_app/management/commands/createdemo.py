@@ -6,8 +6,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 
+from django_aws_api_gateway_websockets.models import ApiGateway
 from websocket_app.models import Room
 
+SAMPLE_API_ID = "a1b2c3d4e5"
 DEMO_USERS = ("demo", "alice", "bob")
 DEMO_ROOMS = (("general", "General", False), ("random", "Random", False), ("staff", "Staff", True))
 
@@ -33,6 +35,11 @@ class Command(BaseCommand):
             )
             if private:
                 room.members.add(users["demo"])
+        # The API the sample events in events/ come from, so `manage.py invoke` can use them.
+        ApiGateway.objects.get_or_create(
+            api_id=SAMPLE_API_ID,
+            defaults={"api_name": "Sample events", "stage_name": "production"},
+        )
         self.stdout.write(
             "Demo users: demo/demo (admin), alice/alice, bob/bob; rooms: general, random, "
             "staff (private, demo only)."
