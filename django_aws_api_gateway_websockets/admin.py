@@ -74,6 +74,15 @@ class ApiGatewayAdmin(admin.ModelAdmin):
         "updated_on",
     )
     actions = ("create_gateway_action", "create_custom_domain_action")
+    inlines = (AdditionalRouteInline,)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        try:
+            super().save_formset(request, form, formset, change)
+        except GatewayProvisioningError as error:
+            self.message_user(
+                request, f"Routes saved, but not created in AWS: {error}", level=messages.ERROR
+            )
 
     @admin.action(description="Create the API Gateway in AWS")
     def create_gateway_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:

@@ -215,8 +215,9 @@ class ApiGatewayAdditionalRoute(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
         if self.api_gateway.api_created and not self.deployed:
-            # Module-global lookup at call time, so patching models.get_boto3_client applies.
-            self.create_route(get_boto3_client("apigatewayv2"))
+            from .provisioning import create_route_in_aws
+
+            create_route_in_aws(self)
 
     def create_route(self, client: Any, deploy: bool = True) -> None:
         """Create this route (and its integration) in AWS; redeploy the stage if ``deploy``."""

@@ -241,7 +241,9 @@ def create_additional_route(route: ApiGatewayAdditionalRoute, client: Any, deplo
             f"API Gateway {gateway.api_name!r} has not been created in AWS yet."
         )
     try:
-        provisioner = _Provisioner(gateway, client, resuming=False)
+        # Resuming: reuse the API's integrations (one Lambda integration serves every route)
+        # and survive a retry after a failed deploy.
+        provisioner = _Provisioner(gateway, client, resuming=True)
         try:
             provisioner.ensure_route(route.route_key, route.route_key, route.integration_url)
         except _aws_errors() as error:
@@ -258,6 +260,19 @@ def create_additional_route(route: ApiGatewayAdditionalRoute, client: Any, deplo
     if deploy:
         ApiGatewayAdditionalRoute.objects.filter(pk=route.pk).update(deployed=True)
         route.deployed = True
+
+
+def create_route_in_aws(route: ApiGatewayAdditionalRoute) -> None:
+    """Create a saved route of an already created gateway in AWS, and deploy it."""
+    from . import models
+
+    try:
+        client = models.get_boto3_client("apigatewayv2")
+    except (*_aws_errors(), ImproperlyConfigured) as error:
+        raise GatewayProvisioningError(
+            f"Could not connect to AWS to create route {route.route_key!r}: {_describe(error)}"
+        ) from error
+    route.create_route(client, deploy=True)
 
 
 def create_custom_domain(gateway: ApiGateway) -> None:

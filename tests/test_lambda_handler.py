@@ -7,8 +7,6 @@ import json
 from unittest.mock import Mock, patch
 
 import pytest
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 
 from django_aws_api_gateway_websockets.models import (
     ApiGateway,
@@ -28,18 +26,6 @@ from tests.lambda_support import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def keep_test_connection(monkeypatch):
-    """Lambda closes stale DB connections around each event; inside a test transaction that
-    would drop the test's own connection (PostgreSQL), so do what Django's test client does."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    monkeypatch.setattr("django.db.close_old_connections", lambda **kwargs: None)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
