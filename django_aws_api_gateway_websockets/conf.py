@@ -11,6 +11,9 @@ DEFAULTS: dict[str, Any] = {
     "token_rate_limit_per_minute": 20,
     # Lifetime of a connection token, in the token response and at validation.
     "token_expiry_seconds": 60,
+    # Tokens must be redeemed from the Django session they were issued to. Set False when the
+    # socket's host (e.g. *.execute-api.amazonaws.com) does not receive the site's cookies.
+    "token_bound_to_session": True,
     # Connection attempts allowed per IP address (and per user) in the window.
     "rate_limit_max_attempts": 20,
     "rate_limit_window_minutes": 1,

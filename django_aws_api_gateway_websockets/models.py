@@ -43,7 +43,8 @@ def get_boto3_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
     """A boto3 client for ``service``, using the credentials the settings name.
 
     ``AWS_IAM_PROFILE`` selects a named profile; otherwise ``AWS_ACCESS_KEY_ID`` and
-    ``AWS_SECRET_ACCESS_KEY`` are used when both are set; otherwise boto3's default chain
+    ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``, if set) are used when both are set;
+    otherwise boto3's default chain
     (the Lambda execution role). Extra keyword arguments go to ``Session.client``.
     """
     import boto3  # Imported here: boto3 costs ~0.7 s of cold start the first event may not need.
@@ -57,7 +58,11 @@ def get_boto3_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
     elif access_key and secret_key:
         session_kwargs["aws_access_key_id"] = access_key
         session_kwargs["aws_secret_access_key"] = secret_key
-    kwargs.setdefault("region_name", get_region_name())
+        session_token = getattr(settings, "AWS_SESSION_TOKEN", None)
+        if session_token:
+            session_kwargs["aws_session_token"] = session_token
+    if "region_name" not in kwargs:  # not setdefault: that would demand a region regardless
+        kwargs["region_name"] = get_region_name()
     return boto3.session.Session(**session_kwargs).client(service, **kwargs)
 
 
@@ -295,20 +300,28 @@ class WebSocketToken(models.Model):
 
     @classmethod
     def validate_and_consume(
-        cls, token_value: str, session_key: str | None, max_age_seconds: int = 60
+        cls,
+        token_value: str,
+        session_key: str | None,
+        max_age_seconds: int = 60,
+        *,
+        bind_to_session: bool = True,
     ) -> Any:
         """The token's user if the token is fresh, unused and bound to ``session_key``; else None.
 
-        Consumption is one conditional UPDATE, so of several concurrent callers exactly one wins.
+        ``bind_to_session=False`` drops the session check, for sockets on another domain than
+        the site, whose handshakes carry no session cookie. Consumption is one conditional
+        UPDATE, so of several concurrent callers exactly one wins.
         """
         if not isinstance(token_value, str) or not TOKEN_PATTERN.fullmatch(token_value):
             return None
-        if not session_key:
+        if bind_to_session and not session_key:
             return None
         cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
-        consumed = cls.objects.filter(
-            token=token_value, session_key=session_key, used=False, created_at__gte=cutoff
-        ).update(used=True)
+        unused = cls.objects.filter(token=token_value, used=False, created_at__gte=cutoff)
+        if bind_to_session:
+            unused = unused.filter(session_key=session_key)
+        consumed = unused.update(used=True)
         if consumed != 1:
             return None
         user = cls.objects.select_related("user").get(token=token_value).user

@@ -80,12 +80,21 @@ def management_client(endpoint_url: str) -> Any:
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
     )
-    kwargs: dict[str, Any] = {"endpoint_url": endpoint_url, "config": config}
-    region = region_of_endpoint(endpoint_url)
-    if region:
-        # SigV4 must be signed for the endpoint's own region, whatever the settings say.
-        kwargs["region_name"] = region
-    return models.get_boto3_client("apigatewaymanagementapi", **kwargs)
+    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
+    # accepts any region, so a missing region setting must not stop it.
+    region = region_of_endpoint(endpoint_url) or configured_region() or "us-east-1"
+    return models.get_boto3_client(
+        "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config, region_name=region
+    )
+
+
+def configured_region() -> str:
+    from .models import get_region_name
+
+    try:
+        return get_region_name()
+    except ImproperlyConfigured:
+        return ""
 
 
 def region_of_endpoint(endpoint_url: str) -> str:

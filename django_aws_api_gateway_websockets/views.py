@@ -149,14 +149,13 @@ class WebSocketView(View):
             return rejection.response
 
     def route_for(self, request: HttpRequest, kwargs: dict[str, Any]) -> str:
-        """``connect``, ``disconnect`` or ``message``: from the URL, else from the event."""
+        """``connect``, ``disconnect`` or ``message``: from the Lambda event when there is one
+        (a custom route named "connect" is still a message), else from the URL."""
+        event_type = request_context(request).get("eventType")
+        if event_type in EVENT_TYPE_ROUTES:
+            return EVENT_TYPE_ROUTES[event_type]
         route = kwargs.get("route")
-        if route in (CONNECT, DISCONNECT):
-            return route
-        if route is None:
-            event_type = request_context(request).get("eventType")
-            return EVENT_TYPE_ROUTES.get(event_type, MESSAGE)
-        return MESSAGE
+        return route if route in (CONNECT, DISCONNECT) else MESSAGE
 
     @staticmethod
     def connection_id_header(request: HttpRequest) -> str:
@@ -271,16 +270,16 @@ class WebSocketView(View):
             token_value=token,
             session_key=getattr(session, "session_key", None),
             max_age_seconds=int(websocket_setting("token_expiry_seconds")),
+            bind_to_session=bool(websocket_setting("token_bound_to_session")),
         )
         if token_user is None:
             raise Rejection(error_response("Invalid or expired token", 401), "token rejected")
         return token_user
 
     def _check_channel(self, request: HttpRequest) -> str:
-        requested = request.GET.get("channel")
-        if requested is None or requested == "":
-            gateway = self._connecting_gateway(request)
-            return gateway.default_channel_name
+        requested = (
+            request.GET.get("channel") or self._connecting_gateway(request).default_channel_name
+        )
         if not channel_name_valid(
             requested, self.CHANNEL_NAME_PATTERN, self.MAX_CHANNEL_NAME_LENGTH
         ):
@@ -331,7 +330,7 @@ class WebSocketView(View):
                     user=user,
                     api_gateway=gateway,
                 )
-                response = self.connect(request, *args, **kwargs)
+                response = self._run_handler(self.connect, request, *args, **kwargs)
                 if not _is_success(response):
                     # The connect hook refused: API Gateway will drop the socket, keep no row.
                     transaction.set_rollback(True)
@@ -351,7 +350,7 @@ class WebSocketView(View):
         self._use_session(request, session)
         WebSocketSession.objects.filter(pk=session.pk).update(connected=False)
         session.connected = False
-        return self.disconnect(request, *args, **kwargs)
+        return self._run_handler(self.disconnect, request, *args, **kwargs)
 
     # ----------------------------------------------------------------- messages
 
@@ -368,7 +367,9 @@ class WebSocketView(View):
 
     def _parse_body(self, request: HttpRequest) -> dict[str, Any]:
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if not declared.isdigit() or int(declared) > self.MAX_BODY_SIZE:
+        if not declared.isdigit():
+            raise Rejection(error_response("Invalid Content-Length", 400), "bad content length")
+        if int(declared) > self.MAX_BODY_SIZE:
             raise Rejection(error_response("Message too large", 413), "body too large")
         raw = request.body
         if len(raw) > self.MAX_BODY_SIZE:
@@ -398,9 +399,8 @@ class WebSocketView(View):
     def _use_session(self, request: HttpRequest, session: WebSocketSession) -> None:
         self.websocket_session = session
         self.api_gateway = session.api_gateway
-        if session.user is not None:
-            # Messages carry no cookies over Lambda: the user is the one who connected.
-            request.user = session.user
+        # Messages carry no cookies over Lambda: the user is the one who connected.
+        request.user = session.user or request_user_or_anonymous(request)
 
     def _select_handler(self, request: HttpRequest) -> Any:
         keys = (self.handler_selection_key, self.route_selection_key)

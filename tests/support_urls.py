@@ -19,5 +19,7 @@ urlpatterns = [
     path("refusing/", include(routes(views.RefusingConnectView))),
     path("mailing/", include(routes(views.MailingView))),
     path("small/", include(routes(views.SmallLimitView))),
+    path("picky/", include(routes(views.PickyChannelView))),
+    path("broken/", include(routes(views.BrokenHooksView))),
     path("", include("project.urls")),
 ]

@@ -83,3 +83,18 @@ class SmallLimitView(EchoView):
     RATE_LIMIT_MAX_ATTEMPTS = 3
     RATE_LIMIT_WINDOW_MINUTES = 5
     MAX_BODY_SIZE = 64
+
+
+class PickyChannelView(EchoView):
+    """Refuses the channel "default", whether asked for or the gateway's default."""
+
+    def is_channel_allowed(self, request, channel_name):
+        return channel_name != "default"
+
+
+class BrokenHooksView(EchoView):
+    def connect(self, request, *args, **kwargs):
+        raise RuntimeError("connect hook bug")
+
+    def disconnect(self, request, *args, **kwargs):
+        raise RuntimeError("disconnect hook bug")

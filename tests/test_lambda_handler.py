@@ -137,6 +137,15 @@ class TestMessages:
         event = load_event("message_history", routeKey="fetch_history")
         assert handler(event, None)["statusCode"] == 200
 
+    @pytest.mark.parametrize("route_key", ["connect", "disconnect", "$connect"])
+    def test_custom_route_named_like_a_lifecycle_route_is_a_message(
+        self, handler, connected, route_key
+    ):
+        response = handler(load_event("message_history", routeKey=route_key), None)
+        assert json.loads(response["body"])["type"] == "history"
+        connected.refresh_from_db()
+        assert connected.connected is True
+
     def test_odd_route_key_is_delivered_as_default(self, handler, connected):
         event = load_event("message_history", routeKey="chat.message/../x")
         assert handler(event, None)["statusCode"] == 200

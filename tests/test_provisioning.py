@@ -982,3 +982,15 @@ def test_client_explicit_region_wins(session_class):
     session_class.return_value.client.assert_called_once_with(
         "apigatewayv2", region_name="ap-southeast-2"
     )
+
+
+def test_client_passes_a_session_token_with_temporary_keys(settings, session_class):
+    settings.AWS_ACCESS_KEY_ID = "ASIAEXAMPLE"
+    settings.AWS_SECRET_ACCESS_KEY = "secret"
+    settings.AWS_SESSION_TOKEN = "token"
+
+    get_boto3_client("lambda")
+
+    session_class.assert_called_once_with(
+        aws_access_key_id="ASIAEXAMPLE", aws_secret_access_key="secret", aws_session_token="token"
+    )

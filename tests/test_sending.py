@@ -897,3 +897,14 @@ def test_real_boto3_over_http_posts_are_not_repeated_by_botocore(connections_ser
     assert len(connections_server.bodies_for("broken")) == 1
     assert len(connections_server.bodies_for("busy")) == 3 + 1
     assert connections_server.bodies_for("fine") == [b'{"t":3}']
+
+
+def test_explicit_endpoint_sends_without_any_region_setting(
+    connections_server, local_gateway, settings
+):
+    """The local gateway (or any non-AWS endpoint) needs no region configured."""
+    settings.AWS_GATEWAY_REGION_NAME = ""
+    settings.AWS_REGION_NAME = ""
+    make_sessions(local_gateway, "alive=")
+    report = WebSocketSession.objects.all().send_message({"type": "ping"})
+    assert report.delivered == 1

@@ -353,3 +353,42 @@ def test_rejections_leak_nothing(client, api_gateway, settings):
         assert set(json.loads(body)) == {"error"}
         for secret in ("s3cr3t", "Traceback", "evil.net", "curl", "AmazonAPIGateway", "testserver"):
             assert secret not in body
+
+
+class TestHooksAndDefaults:
+    def test_default_channel_passes_the_access_check_too(self, client, api_gateway):
+        assert connect(client, "/picky/connect").status_code == 403
+        assert connect(client, "/picky/connect?channel=lobby").status_code == 200
+
+    def test_connect_hook_error_is_generic_500_and_stores_nothing(self, client, api_gateway):
+        response = connect(client, "/broken/connect")
+        assert response.status_code == 500
+        assert "hook bug" not in response.content.decode()
+        assert not WebSocketSession.objects.exists()
+        assert failed_attempts() == 1
+
+    def test_disconnect_hook_error_still_marks_the_session(self, client, websocket_session):
+        from tests.seed.headers import api_gateway_headers
+
+        response = client.post(
+            "/broken/disconnect",
+            data="",
+            content_type="application/json",
+            **api_gateway_headers(),
+        )
+        assert response.status_code == 500
+        websocket_session.refresh_from_db()
+        assert websocket_session.connected is False
+
+    def test_tokens_unbound_from_the_session_for_cross_domain_sockets(
+        self, settings, alice, alice_client, api_gateway
+    ):
+        token = fresh_token(alice_client)
+        stranger = Client()  # no session cookie, as on an execute-api host
+        assert connect(stranger, f"/token/connect?ws_token={token}").status_code == 401
+        settings.WEBSOCKETS = {"token_bound_to_session": False}
+        response = connect(stranger, f"/token/connect?ws_token={token}", connection_id="c2")
+        assert response.status_code == 200
+        assert WebSocketSession.objects.get().user == alice
+        again = connect(stranger, f"/token/connect?ws_token={token}", connection_id="c3")
+        assert again.status_code == 401

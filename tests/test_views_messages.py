@@ -249,3 +249,24 @@ class TestDisconnect:
         send(client, "", raw=True, path="/ws/", **{"apig_wsgi.request_context": context})
         websocket_session.refresh_from_db()
         assert websocket_session.connected is False
+
+
+class TestRobustness:
+    def test_non_numeric_content_length_is_400(self, websocket_session):
+        from django.test import RequestFactory
+
+        request = RequestFactory().post(
+            "/ws/default",
+            data='{"action": "echo"}',
+            content_type="application/json",
+            **api_gateway_headers(),
+        )
+        request.META["CONTENT_LENGTH"] = "12abc"
+        response = support_views.EchoView.as_view()(request, route="default")
+        assert response.status_code == 400
+
+    def test_permission_view_without_auth_middleware(self, settings, client, websocket_session):
+        settings.MIDDLEWARE = [
+            m for m in settings.MIDDLEWARE if "AuthenticationMiddleware" not in m
+        ]
+        assert send(client, {"action": "echo"}, path="/any/default").status_code == 403

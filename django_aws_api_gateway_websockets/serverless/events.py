@@ -132,7 +132,9 @@ class WebSocketEvent:
             return "connect"
         if self.event_type == "DISCONNECT":
             return "disconnect"
-        return self.route_key.lstrip("$") or "default"
+        name = self.route_key.lstrip("$")
+        # A custom route may not pose as a lifecycle route in the delivery path.
+        return "default" if name in ("", "connect", "disconnect") else name
 
     def as_wsgi_event(self, path: str, extra_headers: dict[str, str]) -> dict[str, Any]:
         """A REST-v1-shaped event apig-wsgi turns into a WSGI request for the WebSocket view.
