@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the JS client, admin) from the same function or local gateway.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,7 +96,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = os.environ.get("DJANGO_STATIC_URL", "static/")
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Set (and run collectstatic) only to publish files elsewhere, e.g. S3 behind CloudFront.
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT") or None
+# Serve straight from the apps' static folders: no collectstatic step before packaging.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

@@ -136,6 +136,14 @@ class WebSocketEvent:
         # A custom route may not pose as a lifecycle route in the delivery path.
         return "default" if name in ("", "connect", "disconnect") else name
 
+    def _forwarded(self, name: str, allowed: tuple[str, ...] | None, default: str = "") -> str:
+        """A proxy header API Gateway itself sets on $connect (wss: https/443); the local
+        gateway sets http. Anything unexpected falls back to the AWS value."""
+        value = next((v for k, v in self.headers.items() if k.lower() == name), "")
+        if allowed is not None:
+            return value if value in allowed else allowed[0]
+        return value if value.isdigit() else default
+
     def as_wsgi_event(self, path: str, extra_headers: dict[str, str]) -> dict[str, Any]:
         """A REST-v1-shaped event apig-wsgi turns into a WSGI request for the WebSocket view.
 
@@ -156,8 +164,8 @@ class WebSocketEvent:
                 "Connectionid": self.connection_id,
                 "User-Agent": f"AmazonAPIGateway_{self.api_id}",
                 "X-Amzn-Apigateway-Api-Id": self.api_id,
-                "X-Forwarded-Proto": "https",
-                "X-Forwarded-Port": "443",
+                "X-Forwarded-Proto": self._forwarded("x-forwarded-proto", ("https", "http")),
+                "X-Forwarded-Port": self._forwarded("x-forwarded-port", None, "443"),
                 "Content-Type": "application/json",
                 **extra_headers,
             }

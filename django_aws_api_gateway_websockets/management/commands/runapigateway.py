@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_aws_api_gateway_websockets.local_gateway import GatewayLimits, LocalApiGateway
+from django_aws_api_gateway_websockets.models import ApiGateway, ApiGatewayAdditionalRoute
+from django_aws_api_gateway_websockets.serverless import make_lambda_handler
+from django_aws_api_gateway_websockets.serverless.local import LocalLambdaContext
+
+LOCAL_API_ID = "local"
+LOCAL_API_NAME = "Local API Gateway"
+
+
+class Command(BaseCommand):
+    help = (
+        "Emulate API Gateway WebSockets locally: a WebSocket endpoint, the @connections API and "
+        "the Django site, all on one port and all through the Lambda handler."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8001)
+        parser.add_argument("--stage", default="local")
+        parser.add_argument("--idle-timeout", type=float, default=600, help="Seconds (AWS: 600).")
+        parser.add_argument("--max-duration", type=float, default=7200, help="Seconds (AWS: 7200).")
+        parser.add_argument("--workers", type=int, default=8, help="Concurrent invocations.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
+            raise CommandError("--idle-timeout and --max-duration must be positive.")
+        # boto3 refuses to sign without credentials; the emulator never checks them.
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        handler = make_lambda_handler()
+        gateway = LocalApiGateway(
+            handler,
+            host=options["host"],
+            port=options["port"],
+            stage=options["stage"],
+            api_id=LOCAL_API_ID,
+            route_config=route_config,
+            limits=GatewayLimits(
+                idle_timeout=options["idle_timeout"],
+                max_connection_duration=options["max_duration"],
+            ),
+            workers=options["workers"],
+            context_factory=LocalLambdaContext,
+        )
+        try:
+            asyncio.run(self.serve(gateway))
+        except OSError as error:
+            raise CommandError(
+                f"Cannot listen on {options['host']}:{options['port']}: {error}"
+            ) from None
+
+    async def serve(self, gateway: LocalApiGateway) -> None:
+        await gateway.start()
+        await asyncio.get_running_loop().run_in_executor(None, register_local_gateway, gateway)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        self.stdout.write(
+            f"Local API Gateway ready.\n"
+            f"  Site:        http://{gateway.host}:{gateway.port}/\n"
+            f"  WebSocket:   {gateway.websocket_url}\n"
+            f"  @connections {gateway.management_url}/@connections/{{id}}\n"
+            "Press Ctrl-C to stop.",
+            ending="\n",
+        )
+        self.stdout.flush()
+        await stopping.wait()
+        self.stdout.write("Stopping: closing connections (each gets its $disconnect)...")
+        await gateway.stop()
+        self.stdout.write("Stopped.")
+
+
+def register_local_gateway(gateway: LocalApiGateway) -> ApiGateway:
+    """Point the local ApiGateway record at this emulator, so the library's sends reach it."""
+    record, _ = ApiGateway.objects.update_or_create(
+        api_id=LOCAL_API_ID,
+        defaults={
+            "api_name": LOCAL_API_NAME,
+            "stage_name": gateway.stage,
+            "api_endpoint": f"ws://{gateway.host}:{gateway.port}",
+            "management_endpoint_url": gateway.management_url,
+        },
+    )
+    return record
+
+
+def route_config() -> tuple[str, set[str]]:
+    """The local gateway's route selection expression and custom route keys, read fresh."""
+    record = ApiGateway.objects.filter(api_id=LOCAL_API_ID).first()
+    if record is None:
+        return "$request.body.action", {"$default"}
+    keys = set(
+        ApiGatewayAdditionalRoute.objects.filter(api_gateway=record).values_list(
+            "route_key", flat=True
+        )
+    )
+    return record.route_selection_expression, keys | {record.route_key}
