@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
@@ -37,3 +39,26 @@ def keep_test_connection(monkeypatch):
     yield
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(autouse=True)
+def no_real_aws(monkeypatch, request):
+    """Fail any test whose code tried to reach a real AWS endpoint (moto and local servers
+    are fine): a guard at the network edge, so a forgotten mock cannot hide in a fan-out."""
+    from botocore.exceptions import EndpointConnectionError
+    from botocore.httpsession import URLLib3Session
+
+    real_send = URLLib3Session.send
+    attempts: list[str] = []
+
+    def guarded_send(self, aws_request):
+        host = urlsplit(aws_request.url).hostname or ""
+        if host.endswith((".amazonaws.com", ".on.aws")):
+            attempts.append(aws_request.url)
+            raise EndpointConnectionError(endpoint_url=aws_request.url)
+        return real_send(self, aws_request)
+
+    monkeypatch.setattr(URLLib3Session, "send", guarded_send)
+    yield
+    if attempts:
+        pytest.fail(f"{request.node.nodeid} tried to reach real AWS: {attempts}")

@@ -55,8 +55,9 @@ def message(body, connection_id):
     )
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def aws_client():
+    """Presence and chat messages are sent through a mocked @connections client."""
     client = Mock()
     client.post_to_connection.return_value = {}
     with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client):
@@ -149,3 +150,47 @@ def test_createdemo_is_idempotent():
     call_command("createdemo")
     assert Room.objects.count() == 3
     assert Client().login(username="demo", password="demo")
+
+
+def test_presence_is_announced_to_the_room_on_connect_and_disconnect(
+    users, rooms, api_gateway, aws_client
+):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    aws_client.post_to_connection.reset_mock()
+    connect_as(users["bob"], api_gateway, "general", "bob-1")
+    calls = aws_client.post_to_connection.call_args_list
+    # Only alice is told: bob's own connection is still in its $connect.
+    assert [call.kwargs["ConnectionId"] for call in calls] == ["alice-1"]
+    assert json.loads(calls[0].kwargs["Data"]) == {
+        "type": "presence",
+        "room": "general",
+        "users": ["alice", "bob"],
+    }
+    aws_client.post_to_connection.reset_mock()
+    Client().post(
+        "/ws/disconnect",
+        data="",
+        content_type="application/json",
+        **api_gateway_headers(connection_id="bob-1"),
+    )
+    calls = aws_client.post_to_connection.call_args_list
+    assert [json.loads(call.kwargs["Data"])["users"] for call in calls] == [["alice"]]
+
+
+def test_history_includes_who_is_here(users, rooms, api_gateway):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    connect_as(users["bob"], api_gateway, "general", "bob-1")
+    assert message({"action": "fetch_history"}, "alice-1").json()["users"] == ["alice", "bob"]
+
+
+def test_room_page_needs_login_and_membership(users, rooms, api_gateway):
+    client = Client()
+    assert client.get("/rooms/general/").status_code == 302
+    client.force_login(users["mallory"])
+    assert client.get("/rooms/team-a/").status_code == 404
+    assert client.get("/rooms/nowhere/").status_code == 404
+    page = client.get("/rooms/general/")
+    assert page.status_code == 200
+    config = page.context["client_config"]
+    assert config["channel"] == "general" and config["tokenUrl"] == "/api/ws-token/"
+    assert "websocket-client.js" in page.content.decode()

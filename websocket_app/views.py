@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.auth import get_user_model
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.views.generic import TemplateView
 
-from django_aws_api_gateway_websockets.mixins import AddWebSocketRouteToContextMixin
+from django_aws_api_gateway_websockets.mixins import (
+    AddWebSocketRouteToContextMixin,
+    AppChannelWebSocketMixin,
+)
 from django_aws_api_gateway_websockets.models import WebSocketSession
 from django_aws_api_gateway_websockets.views import WebSocketView
 
@@ -17,10 +24,46 @@ HISTORY_LENGTH = 50
 MAX_MESSAGE_LENGTH = 2000
 
 
+def present_users(channel: str) -> list[str]:
+    """Names of the users connected to a room (anonymous connections are not listed)."""
+    names = (
+        WebSocketSession.objects.filter(channel_name=channel, connected=True, user__isnull=False)
+        .values_list(f"user__{get_user_model().USERNAME_FIELD}", flat=True)
+        .distinct()
+    )
+    return sorted(names)
+
+
+def announce_presence(channel: str, exclude: str = "") -> None:
+    """Tell everyone in ``channel`` who is there now."""
+    event = {"type": "presence", "room": channel, "users": present_users(channel)}
+    # A connection still in its $connect cannot receive yet: API Gateway would answer 410.
+    WebSocketSession.objects.filter(channel_name=channel).exclude(
+        connection_id=exclude
+    ).send_message(event)
+
+
 class ChatWebSocketView(WebSocketView):
     """Rooms are channels: join with ``?channel=<room slug>`` or ``change_channel``."""
 
     ADDITIONAL_ALLOWED_HANDLERS = {"change_channel"}
+
+    def connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        session = self.websocket_session
+        announce_presence(session.channel_name, exclude=session.connection_id)
+        return super().connect(request, *args, **kwargs)
+
+    def disconnect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        announce_presence(self.websocket_session.channel_name)
+        return super().disconnect(request, *args, **kwargs)
+
+    def change_channel(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        previous = self.websocket_session.channel_name
+        response = super().change_channel(request, *args, **kwargs)
+        if response.status_code == 200:
+            announce_presence(previous)
+            announce_presence(self.websocket_session.channel_name)
+        return response
 
     def is_channel_allowed(self, request: HttpRequest, channel_name: str) -> bool:
         room = Room.objects.filter(slug=channel_name).first()
@@ -49,7 +92,14 @@ class ChatWebSocketView(WebSocketView):
         messages = [
             m.as_event() for m in reversed(recent.order_by("-created_on", "-pk")[:HISTORY_LENGTH])
         ]
-        return JsonResponse({"type": "history", "room": channel, "messages": messages})
+        return JsonResponse(
+            {
+                "type": "history",
+                "room": channel,
+                "messages": messages,
+                "users": present_users(channel),
+            }
+        )
 
     def restricted(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.has_perm("websocket_app.can_use_chat"):
@@ -60,10 +110,34 @@ class ChatWebSocketView(WebSocketView):
         return JsonResponse({"error": "Unknown action"}, status=400)
 
 
+def rooms_for(user: Any) -> list[Room]:
+    return [room for room in Room.objects.prefetch_related("members") if room.admits(user)]
+
+
 class IndexView(AddWebSocketRouteToContextMixin, TemplateView):
     template_name = "websocket_app/index.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context["rooms"] = [room for room in Room.objects.all() if room.admits(self.request.user)]
+        context["rooms"] = rooms_for(self.request.user)
+        return context
+
+
+class RoomView(LoginRequiredMixin, AppChannelWebSocketMixin, TemplateView):
+    """The chat page of one room; rooms the user may not join do not exist for them."""
+
+    template_name = "websocket_app/room.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        room = get_object_or_404(Room, slug=self.kwargs["channel"])
+        if not room.admits(self.request.user):
+            raise Http404("No such room")
+        context = super().get_context_data(**kwargs)
+        context.update(room=room, rooms=rooms_for(self.request.user))
+        context["client_config"] = {
+            "url": context["websocket_url"],
+            "channel": context["websocket_channel"],
+            "tokenUrl": reverse("websocket_token"),
+            "username": self.request.user.get_username(),
+        }
         return context
