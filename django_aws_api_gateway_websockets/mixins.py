@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
+
 from .models import ApiGateway
 
 
 class AddWebSocketRouteToContextMixin:
     """Adds ``websocket_url``: the wss:// address of the API Gateway stage the page connects to.
 
-    Set ``websocket_api_name`` to pick a gateway by name (default: the first created one), or
+    Set ``websocket_api_name`` to pick a gateway by name (default: the first one that has an
+    endpoint), or
     ``websocket_url`` to use a fixed address.
     """
 
@@ -20,7 +23,10 @@ class AddWebSocketRouteToContextMixin:
     def get_websocket_url(self) -> str:
         if self.websocket_url:
             return self.websocket_url
-        gateways = ApiGateway.objects.all()
+        # Only gateways that exist somewhere a browser can reach.
+        gateways = ApiGateway.objects.filter(
+            Q(api_endpoint__gt="") | Q(custom_domain_created=True, domain_name__gt="")
+        )
         if self.websocket_api_name:
             gateways = gateways.filter(api_name=self.websocket_api_name)
         gateway = gateways.order_by("pk").first()

@@ -77,3 +77,11 @@ def test_fixed_url():
 def test_channel_from_url_kwarg_or_attribute():
     assert context_of(ChannelView)["websocket_channel"] == "lobby"
     assert context_of(ChannelView, channel="support")["websocket_channel"] == "support"
+
+
+def test_gateways_without_an_endpoint_are_skipped():
+    ApiGateway.objects.create(api_name="Record only", api_id="abc")
+    ApiGateway.objects.create(
+        api_name="Local", api_endpoint="ws://127.0.0.1:8001", stage_name="local"
+    )
+    assert context_of(RouteView)["websocket_url"] == "ws://127.0.0.1:8001/local"

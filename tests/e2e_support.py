@@ -1,0 +1,160 @@
+"""Run ``manage.py runapigateway`` as a real process and talk to it like a browser would."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def e2e_database(tmp_dir: Path):
+    """A throw-away database of the kind the suite runs on (SQLite file or PostgreSQL)."""
+    configured = os.environ.get("DATABASE_URL", "")
+    if not configured.startswith("postgres"):
+        yield f"sqlite:///{tmp_dir / 'e2e.sqlite3'}"
+        return
+    import psycopg
+
+    parsed = urllib.parse.urlsplit(configured)
+    name = f"websockets_e2e_{os.getpid()}"
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield parsed._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class GatewayProcess:
+    """``runapigateway`` on a free port, with migrations and demo users in its own database."""
+
+    def __init__(self, database_url: str, *extra_args: str) -> None:
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            self.env.pop(name, None)
+        self.database_url = database_url
+        manage = [sys.executable, "manage.py"]
+        for command in (["migrate", "-v0"], ["createdemo"]):
+            subprocess.run(
+                manage + command,
+                cwd=ROOT,
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
+        self.process = subprocess.Popen(
+            [*manage, "runapigateway", "--port", "0", *extra_args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        self.base_url = self._wait_for_url()
+        self.ws_url = self.base_url.replace("http://", "ws://") + "local"
+        self.connections_url = self.base_url + "local"
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 60
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("runapigateway exited:\n" + "".join(self.output))
+            self.output.append(line)
+            match = re.search(r"Site:\s+(http://\S+/)", line)
+            if match:
+                return match.group(1)
+        raise RuntimeError("runapigateway did not start:\n" + "".join(self.output))
+
+    def rest_of_output(self) -> str:
+        assert self.process.stdout is not None
+        return "".join(self.output) + self.process.stdout.read()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        """Read the gateway's database directly (the test asserts on stored state)."""
+        if self.database_url.startswith("sqlite"):
+            import sqlite3
+
+            with sqlite3.connect(dj_database_url.parse(self.database_url)["NAME"]) as db:
+                return db.execute(sql.replace("%s", "?"), params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.database_url) as db:
+            return db.execute(sql, params).fetchall()
+
+
+class Browser:
+    """A cookie-keeping HTTP client that logs in and asks for WebSocket tokens."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        return {cookie.name: cookie.value for cookie in self.jar}
+
+    @property
+    def cookie_header(self) -> str:
+        return "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+
+    def login(self, username: str, password: str | None = None) -> Browser:
+        page = self.opener.open(self.base_url + "login/").read().decode()
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = {"username": username, "password": password or username, "csrfmiddlewaretoken": csrf}
+        request = urllib.request.Request(
+            self.base_url + "login/",
+            data=urllib.parse.urlencode(form).encode(),
+            headers={"Origin": self.base_url.rstrip("/")},
+        )
+        self.opener.open(request)
+        assert "sessionid" in self.cookies, "login failed"
+        return self
+
+    def token(self) -> str:
+        request = urllib.request.Request(
+            self.base_url + "api/ws-token/",
+            data=b"",
+            method="POST",
+            headers={"X-CSRFToken": self.cookies["csrftoken"], "Origin": self.base_url.rstrip("/")},
+        )
+        return json.loads(self.opener.open(request).read())["token"]
+
+    def socket_headers(self) -> dict[str, str]:
+        return {"Cookie": self.cookie_header, "Origin": self.base_url.rstrip("/")}

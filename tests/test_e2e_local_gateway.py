@@ -1,0 +1,218 @@
+"""End to end: real WebSocket clients and boto3 against ``runapigateway`` in its own process."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.e2e_support import Browser, GatewayProcess, e2e_database
+
+IDLE_TIMEOUT = 4
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    with e2e_database(tmp_path_factory.mktemp("e2e")) as database_url:
+        process = GatewayProcess(database_url, "--idle-timeout", str(IDLE_TIMEOUT))
+        yield process
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(gateway):
+    return Browser(gateway.base_url).login("alice")
+
+
+@pytest.fixture(scope="module")
+def bob(gateway):
+    return Browser(gateway.base_url).login("bob")
+
+
+def open_socket(gateway, browser, channel="general", **query):
+    params = {"ws_token": browser.token(), "channel": channel, **query}
+    url = gateway.ws_url + "?" + "&".join(f"{k}={v}" for k, v in params.items())
+    return connect(url, additional_headers=browser.socket_headers(), open_timeout=10)
+
+
+def receive(socket, wanted_type, timeout=5):
+    """The next message of ``wanted_type`` (presence and acks may arrive in between)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if message.get("type") == wanted_type:
+            return message
+
+
+def connection_id_of(gateway, username):
+    rows = gateway.query(
+        "SELECT s.connection_id FROM django_aws_api_gateway_websockets_websocketsession s "
+        "JOIN auth_user u ON u.id = s.user_id WHERE u.username = %s AND s.connected "
+        "ORDER BY s.id DESC",
+        username,
+    )
+    return rows[0][0]
+
+
+def management_client(gateway):
+    return boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=gateway.connections_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+def test_site_is_served_through_the_handler(gateway, alice):
+    page = alice.opener.open(gateway.base_url).read().decode()
+    assert "General" in page and "ws://" in page
+    script = alice.opener.open(
+        gateway.base_url + "static/django_aws_api_gateway_websockets/websocket-client.js"
+    )
+    assert script.status == 200
+
+
+def test_two_clients_chat_in_a_room(gateway, alice, bob):
+    with open_socket(gateway, alice) as a, open_socket(gateway, bob) as b:
+        assert receive(a, "presence")["users"] == ["alice", "bob"]
+        a.send(json.dumps({"action": "chat_message", "message": "hello bob"}))
+        for socket in (a, b):
+            event = receive(socket, "chat_message")
+            assert (event["user"], event["message"]) == ("alice", "hello bob")
+        assert receive(a, "ack")["delivered"] == 2
+        b.send(json.dumps({"action": "fetch_history"}))
+        history = receive(b, "history")
+        assert history["messages"][-1]["message"] == "hello bob"
+
+
+def test_rooms_are_separate(gateway, alice, bob):
+    with open_socket(gateway, alice, "general") as a, open_socket(gateway, bob, "random") as b:
+        b.send(json.dumps({"action": "chat_message", "message": "only random"}))
+        receive(b, "chat_message")
+        a.send(json.dumps({"action": "fetch_history"}))
+        assert all(m["message"] != "only random" for m in receive(a, "history")["messages"])
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"ws_token": "0" * 64}, 401),
+        ({"channel": "staff"}, 403),  # private room, alice is no member
+        ({"channel": "bad%20name"}, 400),
+    ],
+)
+def test_refused_connects_fail_the_handshake(gateway, alice, change, status):
+    params = {"ws_token": alice.token(), "channel": "general", **change}
+    url = gateway.ws_url + "?" + "&".join(f"{k}={v}" for k, v in params.items())
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers=alice.socket_headers(), open_timeout=10)
+    assert refused.value.response.status_code == status
+
+
+def test_foreign_origin_is_refused(gateway, alice):
+    headers = {**alice.socket_headers(), "Origin": "http://evil.example"}
+    url = f"{gateway.ws_url}?ws_token={alice.token()}&channel=general"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers=headers, open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
+def test_boto3_reaches_browsers_and_sees_gone_connections(gateway, alice):
+    client = management_client(gateway)
+    with open_socket(gateway, alice) as socket:
+        connection_id = connection_id_of(gateway, "alice")
+        client.post_to_connection(ConnectionId=connection_id, Data=b'{"type": "ping"}')
+        assert receive(socket, "ping") == {"type": "ping"}
+        info = client.get_connection(ConnectionId=connection_id)
+        assert info["Identity"]["SourceIp"] == "127.0.0.1"
+        assert info["ConnectedAt"] <= info["LastActiveAt"]
+    deadline = time.monotonic() + 5
+    while gateway.query(
+        "SELECT connected FROM django_aws_api_gateway_websockets_websocketsession "
+        "WHERE connection_id = %s",
+        connection_id,
+    )[0][0]:
+        assert time.monotonic() < deadline, "$disconnect did not mark the session"
+        time.sleep(0.1)
+    with pytest.raises(ClientError) as gone:
+        client.post_to_connection(ConnectionId=connection_id, Data=b"{}")
+    assert gone.value.response["Error"]["Code"] == "GoneException"
+
+
+def test_delete_connection_closes_the_socket(gateway, alice):
+    client = management_client(gateway)
+    with open_socket(gateway, alice) as socket:
+        client.delete_connection(ConnectionId=connection_id_of(gateway, "alice"))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                socket.recv(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("payload", "close_code"),
+    [
+        ("x" * (32 * 1024 + 1), 1009),  # one frame over 32 KiB
+        (b"\x00binary", 1003),
+    ],
+)
+def test_frame_limits(gateway, alice, payload, close_code):
+    with open_socket(gateway, alice) as socket:
+        socket.send(payload)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                socket.recv(timeout=5)
+    assert closed.value.rcvd.code == close_code
+
+
+def test_message_over_128_kib_in_small_frames_is_closed_1009(gateway, alice):
+    with open_socket(gateway, alice) as socket:
+        chunks = ["y" * (16 * 1024)] * 9  # 144 KiB in 16 KiB frames
+        socket.send(iter(chunks))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                socket.recv(timeout=5)
+    assert closed.value.rcvd.code == 1009
+
+
+def test_message_under_128_kib_in_frames_is_delivered(gateway, alice):
+    with open_socket(gateway, alice) as socket:
+        body = json.dumps({"action": "fetch_history", "pad": "z" * (100 * 1024)})
+        socket.send(iter([body[i : i + 16384] for i in range(0, len(body), 16384)]))
+        assert receive(socket, "history")["room"] == "general"
+
+
+def test_idle_connections_are_closed(gateway, alice):
+    with open_socket(gateway, alice) as socket:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                socket.recv(timeout=IDLE_TIMEOUT + 5)
+    assert closed.value.rcvd.code == 1001
+    assert IDLE_TIMEOUT - 1 <= time.monotonic() - started <= IDLE_TIMEOUT + 4
+
+
+def test_ctrl_c_closes_sockets_and_runs_disconnect(tmp_path, bob):
+    with e2e_database(tmp_path) as database_url:
+        process = GatewayProcess(database_url)
+        try:
+            browser = Browser(process.base_url).login("bob")
+            with open_socket(process, browser) as socket:
+                assert process.stop() == 0
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        socket.recv(timeout=5)
+            assert closed.value.rcvd.code == 1001
+            connected = process.query(
+                "SELECT COUNT(*) FROM django_aws_api_gateway_websockets_websocketsession "
+                "WHERE connected"
+            )
+            assert connected == [(0,)]
+            assert "Stopped." in process.rest_of_output()
+        finally:
+            process.stop()
