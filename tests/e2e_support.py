@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def e2e_database(tmp_dir: Path):
     import psycopg
 
     parsed = urllib.parse.urlsplit(configured)
-    name = f"websockets_e2e_{os.getpid()}"
+    name = f"websockets_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = parsed._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
