@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
-PORT ?= 8000
+PORT ?= 8001
 
 .PHONY: install run test lint clean
 
@@ -16,16 +16,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 install: $(VENV)/.installed
 
 run: install
-	$(PY) manage.py migrate --noinput
+	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py migrate --noinput
 	$(PY) manage.py createdemo
-	@echo "Open http://$(HOST):$(PORT)/ and log in as demo / demo"
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	@echo "Open http://$(HOST):$(PORT)/ and log in as alice / alice (or bob / bob in a second browser)"
+	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py runapigateway --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m coverage erase
 	$(PY) -W error::DeprecationWarning -W error::PendingDeprecationWarning -m coverage run --parallel -m pytest --ds tests.settings
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report
+	node --test tests/js/
 
 lint: install
 	$(VENV)/bin/ruff check .
