@@ -79,6 +79,9 @@ def management_client(endpoint_url: str) -> Any:
         # Our own loop retries throttling; botocore's retries would multiply with it.
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
+        # Fail fast (e.g. a VPC without a NAT route) instead of outliving the invocation.
+        connect_timeout=5,
+        read_timeout=10,
     )
     # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
     # accepts any region, so a missing region setting must not stop it.

@@ -80,6 +80,9 @@ DATABASES = {
         # Lambda containers are reused: keep the connection, but check it before each event.
         conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
+        # RDS Proxy / pgbouncer in transaction mode cannot hold the server-side cursors that
+        # streaming fan-out uses.
+        disable_server_side_cursors=env_bool("DJANGO_DISABLE_SERVER_SIDE_CURSORS"),
     )
 }
 
@@ -120,7 +123,14 @@ AWS_IAM_PROFILE = os.environ.get("AWS_IAM_PROFILE", "")
 
 WEBSOCKETS = {
     "token_expiry_seconds": int(os.environ.get("WEBSOCKETS_TOKEN_EXPIRY_SECONDS", "60")),
+    # False when sockets live on *.execute-api.amazonaws.com, which gets no site cookies.
+    "token_bound_to_session": env_bool("WEBSOCKETS_TOKEN_BOUND_TO_SESSION", True),
+    "allowed_origins": env_list("WEBSOCKETS_ALLOWED_ORIGINS") or None,
+    "integration_secret": os.environ.get("WEBSOCKETS_INTEGRATION_SECRET", ""),
 }
+# ".example.com" lets a socket on ws.example.com receive the session cookie of example.com.
+SESSION_COOKIE_DOMAIN = os.environ.get("DJANGO_SESSION_COOKIE_DOMAIN") or None
+CSRF_COOKIE_DOMAIN = SESSION_COOKIE_DOMAIN
 
 ADMINS = [("Admin", email) for email in env_list("DJANGO_ADMIN_EMAILS")]
 

@@ -6,6 +6,7 @@ returned by patching ``django_aws_api_gateway_websockets.models.get_boto3_client
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -640,3 +641,21 @@ def test_several_problems_are_all_reported(clean_settings):
     clean_settings.AWS_ACCESS_KEY_ID = "AKIAEXAMPLE"
     clean_settings.WEBSOCKETS = {"bogus": 1, "send_concurrency": 0}
     assert set(our_checks()) == {"W001", "E001", "W003", "E003"}
+
+
+@pytest.mark.django_db
+def test_clear_sessions_removes_rows_older_than_the_two_hour_connection_limit():
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from django_aws_api_gateway_websockets.models import WebSocketSession
+
+    WebSocketSession.objects.create(connection_id="fresh", connected=True)
+    stale = WebSocketSession.objects.create(connection_id="missed-disconnect", connected=True)
+    WebSocketSession.objects.filter(pk=stale.pk).update(
+        created_on=timezone.now() - timedelta(hours=3)
+    )
+    call_command("clearWebSocketSessions", stdout=io.StringIO())
+    assert list(WebSocketSession.objects.values_list("connection_id", flat=True)) == ["fresh"]

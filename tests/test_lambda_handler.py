@@ -353,3 +353,45 @@ class TestObservability:
         handler(load_event("keep_warm"), None)
         line = log_lines(capsys.readouterr().out)[-1]
         assert "connection_id" not in line and "route_key" not in line
+
+
+class TestReviewFixes:
+    def test_rest_stage_prefix_is_kept_in_redirects(self, handler):
+        event = load_event("http_rest_v1")
+        event["path"] = "/rooms/general/"
+        event["requestContext"]["path"] = "/production/rooms/general/"
+        response = handler(event, None)
+        assert response["statusCode"] == 302
+        location = (response.get("multiValueHeaders") or {}).get("Location", [None])[0] or (
+            response.get("headers") or {}
+        ).get("Location")
+        assert location.startswith("/production/login/")
+
+    def test_custom_domain_paths_get_no_prefix(self, handler):
+        event = load_event("http_rest_v1")
+        event["path"] = "/rooms/general/"
+        event["requestContext"]["path"] = "/rooms/general/"
+        response = handler(event, None)
+        headers = response.get("multiValueHeaders") or {}
+        assert headers["Location"][0].startswith("/login/")
+
+    def test_an_unhandled_error_counts_once(self, handler, monkeypatch, capsys):
+        def explode(*args, **kwargs):
+            raise RuntimeError("adapter bug")
+
+        monkeypatch.setattr(
+            "django_aws_api_gateway_websockets.serverless.events.WebSocketEvent.as_wsgi_event",
+            explode,
+        )
+        capsys.readouterr()
+        handler(load_event("message_history"), None)
+        documents = [line for line in log_lines(capsys.readouterr().out) if "_aws" in line]
+        assert documents[0]["Errors"] in (1.0, [1.0])
+
+    def test_manage_outcome_is_in_the_log(self, handler, capsys):
+        capsys.readouterr()
+        handler({"manage": "clearWebSocketSessions"}, None)
+        handler({"manage": "noSuchCommand"}, None)
+        lines = [line for line in log_lines(capsys.readouterr().out) if "manage" in line["message"]]
+        assert lines[0]["output"].startswith("Deleted") and lines[0]["level"] == "INFO"
+        assert "Unknown command" in lines[1]["error"] and lines[1]["level"] == "WARNING"

@@ -8,6 +8,7 @@ malformed or unknown event gets a logged, clear error result.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
 import re
@@ -47,7 +48,9 @@ def make_lambda_handler(
     from .observability import current_metrics, get_logger
 
     path_template = websocket_path or websocket_setting("websocket_path")
-    wsgi_handler = apig_wsgi.make_lambda_handler(get_wsgi_application(), binary_support=True)
+    wsgi_handler = apig_wsgi.make_lambda_handler(
+        with_stage_script_name(get_wsgi_application()), binary_support=True
+    )
     logger = get_logger()
     cold_start = [True]
 
@@ -62,7 +65,10 @@ def make_lambda_handler(
         route = parsed.route_name if SLUG.match(parsed.route_name) else "default"
         path = path_template.replace("{route}", route)
         response = wsgi_handler(parsed.as_wsgi_event(path, {}), context)
-        result = {"statusCode": response["statusCode"], "body": response.get("body", "")}
+        body = response.get("body") or ""
+        if response.get("isBase64Encoded"):
+            body = base64.b64decode(body).decode("utf-8", errors="replace")
+        result = {"statusCode": response["statusCode"], "body": body}
         if parsed.event_type == "CONNECT" and response.get("headers"):
             result["headers"] = response["headers"]
         return result
@@ -96,7 +102,6 @@ def make_lambda_handler(
             result = error_result(400, "Malformed event")
         except Exception:
             logger.exception("Unhandled error in Lambda handler")
-            current_metrics.add("Errors")
             result = error_result(500, "Internal error")
         status = result.get("statusCode") if isinstance(result, dict) else None
         if isinstance(status, int) and status >= 500:
@@ -114,6 +119,27 @@ def make_lambda_handler(
         return result
 
     return handler
+
+
+def with_stage_script_name(application: Any) -> Any:
+    """WSGI wrapper: on a REST API's execute-api URL the path after the stage reaches Django,
+    so put ``/<stage>`` in SCRIPT_NAME and reversed URLs and redirects keep it."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        event = environ.get("apig_wsgi.full_event") or {}
+        context = event.get("requestContext") if isinstance(event, dict) else None
+        if isinstance(context, dict) and "eventType" not in context:
+            full_path, path = context.get("path"), event.get("path")
+            if (
+                isinstance(full_path, str)
+                and isinstance(path, str)
+                and len(full_path) > len(path)
+                and full_path.endswith(path)
+            ):
+                environ["SCRIPT_NAME"] = full_path[: -len(path)].rstrip("/")
+        return application(environ, start_response)
+
+    return wrapped
 
 
 def _flush_metrics(metrics: Any, logger: Any) -> None:
@@ -149,12 +175,19 @@ def run_manage(command_line: Any) -> dict[str, Any]:
         name, *args = shlex.split(command_line)
         output = run_management_command(name, *args)
     except (CommandError, ValueError) as error:
-        return {"statusCode": 400, "command": command_line, "error": str(error)}
+        result = {"statusCode": 400, "command": command_line, "error": str(error)}
     except SystemExit as exit_:  # argparse exits on bad arguments
-        return {"statusCode": 400, "command": command_line, "error": f"exit status {exit_.code}"}
+        result = {"statusCode": 400, "command": command_line, "error": f"exit status {exit_.code}"}
+    else:
+        result = {"statusCode": 200, "command": command_line, "output": output}
     finally:
         close_old_connections()
-    return {"statusCode": 200, "command": command_line, "output": output}
+    # `zappa manage` shows the function's log, not its result: put the outcome there too.
+    from .observability import get_logger
+
+    log = get_logger().info if result["statusCode"] == 200 else get_logger().warning
+    log("manage %s", command_line, extra={k: v for k, v in result.items() if k != "command"})
+    return result
 
 
 def run_function(dotted_path: Any, event: Any, context: Any) -> Any:

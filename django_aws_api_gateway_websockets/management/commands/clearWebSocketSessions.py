@@ -1,15 +1,28 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.db.models import Q
+from django.utils import timezone
 
 from django_aws_api_gateway_websockets.models import WebSocketSession
 
+# API Gateway closes every connection after 2 hours: an older "connected" row missed its
+# $disconnect (best-effort on AWS) and can never receive anything.
+MAX_CONNECTION_AGE = timedelta(hours=2, minutes=5)
+
 
 class Command(BaseCommand):
-    help = "Delete WebSocket sessions that are no longer connected."
+    help = (
+        "Delete WebSocket sessions that are disconnected, or older than API Gateway's 2-hour "
+        "connection limit."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        deleted, _ = WebSocketSession.objects.filter(connected=False).delete()
+        outlived = timezone.now() - MAX_CONNECTION_AGE
+        deleted, _ = WebSocketSession.objects.filter(
+            Q(connected=False) | Q(created_on__lt=outlived)
+        ).delete()
         self.stdout.write(f"Deleted {deleted} disconnected WebSocket session(s).")

@@ -1,0 +1,276 @@
+"""The local API Gateway in-process, with a recording stub in place of the Lambda handler:
+event shapes, route selection, route responses, limits, @connections and HTTP edge cases."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from django_aws_api_gateway_websockets.local_gateway import GatewayLimits, LocalApiGateway
+from django_aws_api_gateway_websockets.local_gateway.events import select_route
+
+
+class StubHandler:
+    """Answers like the Lambda handler would; records every event."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.connect_status = 200
+
+    def __call__(self, event, context):
+        self.events.append(event)
+        context_ = event.get("requestContext", {})
+        kind = context_.get("eventType")
+        if kind == "CONNECT":
+            return {"statusCode": self.connect_status, "body": ""}
+        if kind == "MESSAGE":
+            body = json.loads(event["body"]) if event["body"].startswith("{") else {}
+            if body.get("action") == "explode":
+                raise RuntimeError("handler bug")
+            if body.get("action") == "b64":
+                return {
+                    "statusCode": 200,
+                    "body": base64.b64encode(b"binary-ish").decode(),
+                    "isBase64Encoded": True,
+                }
+            return {"statusCode": 200, "body": json.dumps({"route": context_["routeKey"]})}
+        if kind == "DISCONNECT":
+            return {"statusCode": 200, "body": ""}
+        if event.get("path") == "/cookies":
+            return {
+                "statusCode": 200,
+                "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},
+                "body": "two cookies",
+            }
+        if event.get("path") == "/binary":
+            return {
+                "statusCode": 200,
+                "headers": {"Content-Type": "image/png"},
+                "body": base64.b64encode(b"\x89PNG").decode(),
+                "isBase64Encoded": True,
+            }
+        if event.get("path") == "/broken":
+            return None
+        return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "site"}
+
+    def of_type(self, event_type):
+        return [
+            e for e in self.events if e.get("requestContext", {}).get("eventType") == event_type
+        ]
+
+
+@pytest.fixture
+def stub():
+    return StubHandler()
+
+
+@pytest.fixture
+def gateway(stub):
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = LocalApiGateway(
+        stub,
+        port=0,
+        stage="dev",
+        route_config=lambda: ("$request.body.action", {"sendmessage"}),
+        limits=GatewayLimits(idle_timeout=30, max_connection_duration=1.5),
+    )
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
+    yield server
+    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def raw_http(gateway, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as conn:
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def wait_for(condition, timeout=5):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_connect_event_has_the_aws_shape(gateway, stub):
+    url = f"{gateway.websocket_url}?channel=a&channel=b&x=1"
+    with connect(url, additional_headers={"Cookie": "sessionid=s"}) as ws:
+        ws.send(json.dumps({"action": "sendmessage"}))
+        assert json.loads(ws.recv(timeout=5)) == {"route": "sendmessage"}
+    wait_for(lambda: stub.of_type("DISCONNECT"))
+    connect_event = stub.of_type("CONNECT")[0]
+    context = connect_event["requestContext"]
+    assert (context["routeKey"], context["stage"], context["apiId"]) == ("$connect", "dev", "local")
+    assert len(context["connectionId"]) == 16 and context["messageDirection"] == "IN"
+    assert connect_event["queryStringParameters"] == {"channel": "b", "x": "1"}
+    assert connect_event["multiValueQueryStringParameters"]["channel"] == ["a", "b"]
+    assert connect_event["headers"]["Cookie"] == "sessionid=s"
+    assert connect_event["headers"]["X-Forwarded-Proto"] == "http"
+    message = stub.of_type("MESSAGE")[0]
+    assert "headers" not in message and message["isBase64Encoded"] is False
+    assert message["requestContext"]["connectionId"] == context["connectionId"]
+    disconnect = stub.of_type("DISCONNECT")[0]["requestContext"]
+    assert disconnect["disconnectStatusCode"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "route"),
+    [
+        ({"action": "sendmessage"}, "sendmessage"),
+        ({"action": "unknown"}, "$default"),
+        ({"message": "no action"}, "$default"),
+    ],
+)
+def test_route_selection(gateway, body, route):
+    with connect(gateway.websocket_url) as ws:
+        ws.send(json.dumps(body))
+        assert json.loads(ws.recv(timeout=5))["route"] == route
+
+
+def test_select_route_expression_forms():
+    keys = {"a", "1"}
+    assert select_route("$request.body.action", '{"action": "a"}', keys) == "a"
+    assert select_route("$request.body.meta.kind", '{"meta": {"kind": "a"}}', keys) == "a"
+    assert select_route("$request.body.n", '{"n": 1}', keys) == "1"
+    assert select_route("$request.body.n", '{"n": true}', keys) == "$default"
+    assert select_route("$request.body.n", '{"n": [1]}', keys) == "$default"
+    assert select_route("$request.body.a.b", '{"a": "x"}', keys) == "$default"
+    assert select_route("$request.body.action", "not json", keys) == "$default"
+    assert select_route("$request.header.x", '{"action": "a"}', keys) == "$default"
+
+
+def test_handler_error_is_reported_to_the_client(gateway):
+    with connect(gateway.websocket_url) as ws:
+        ws.send(json.dumps({"action": "explode"}))
+        assert json.loads(ws.recv(timeout=5)) == {"message": "Internal server error"}
+
+
+def test_base64_route_response(gateway):
+    with connect(gateway.websocket_url) as ws:
+        ws.send(json.dumps({"action": "b64"}))
+        assert ws.recv(timeout=5) == "binary-ish"
+
+
+def test_refused_connect_status_reaches_the_client(gateway, stub):
+    stub.connect_status = 429
+    with pytest.raises(InvalidStatus) as refused:
+        connect(gateway.websocket_url)
+    assert refused.value.response.status_code == 429
+    assert not stub.of_type("DISCONNECT")
+
+
+def test_wrong_path_is_404(gateway):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{gateway.port}/other")
+    assert refused.value.response.status_code == 404
+
+
+def test_maximum_connection_duration(gateway, stub):
+    with connect(gateway.websocket_url) as ws, pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1001
+    wait_for(lambda: stub.of_type("DISCONNECT"))
+    assert stub.of_type("DISCONNECT")[0]["requestContext"]["disconnectReason"] == (
+        "Connection duration limit"
+    )
+
+
+def test_post_during_connect_is_gone(gateway, stub):
+    import urllib.error
+    import urllib.request
+
+    def slow_connect(event, context):
+        if event.get("requestContext", {}).get("eventType") == "CONNECT":
+            connection_id = event["requestContext"]["connectionId"]
+            request = urllib.request.Request(
+                f"{gateway.management_url}/@connections/{connection_id}", data=b"{}", method="POST"
+            )
+            try:
+                urllib.request.urlopen(request, timeout=5)
+            except urllib.error.HTTPError as error:
+                stub.events.append({"early_post": error.code})
+        return StubHandler.__call__(stub, event, context)
+
+    gateway.handler = slow_connect
+    with connect(gateway.websocket_url):
+        pass
+    assert {"early_post": 410} in stub.events
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nBadHeader\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"501"),
+        (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", b"413"),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 300000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_malformed_http_is_refused_not_crashed(gateway, request_bytes, status):
+    assert raw_http(gateway, request_bytes).split(b" ")[1] == status
+
+
+def test_site_keep_alive_and_multi_value_headers(gateway):
+    two_requests = (
+        b"GET /cookies HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /binary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    response = raw_http(gateway, two_requests)
+    assert response.count(b"HTTP/1.1 200 OK") == 2
+    assert b"Set-Cookie: a=1\r\nSet-Cookie: b=2" in response
+    assert response.endswith(b"\x89PNG")
+
+
+def test_site_bad_handler_result_is_502(gateway):
+    response = raw_http(gateway, b"GET /broken HTTP/1.0\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 502")
+
+
+def test_http_event_carries_body_and_query(gateway, stub):
+    raw_http(
+        gateway,
+        b"POST /form?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nb=2",
+    )
+    event = stub.events[-1]
+    assert (event["httpMethod"], event["path"], event["body"]) == ("POST", "/form", "b=2")
+    assert event["queryStringParameters"] == {"a": "1"}
+    raw_http(
+        gateway,
+        b"POST /bin HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\xff\xfe",
+    )
+    assert stub.events[-1]["isBase64Encoded"] is True
+
+
+def test_management_api_edge_cases(gateway):
+    import urllib.error
+    import urllib.request
+
+    with connect(gateway.websocket_url) as ws:
+        wait_for(lambda: gateway.connections)
+        connection_id = next(iter(gateway.connections))
+        url = f"{gateway.management_url}/@connections/{connection_id}"
+        for method, data, code in (("PUT", b"", 405), ("POST", b"x" * (128 * 1024 + 1), 413)):
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(urllib.request.Request(url, data=data, method=method))
+            assert error.value.code == code
+        info = json.loads(urllib.request.urlopen(url).read())
+        assert set(info) == {"connectedAt", "identity", "lastActiveAt"}
+        ws.close()
