@@ -306,12 +306,14 @@ class WebSocketToken(models.Model):
         max_age_seconds: int = 60,
         *,
         bind_to_session: bool = True,
+        user: Any = None,
     ) -> Any:
         """The token's user if the token is fresh, unused and bound to ``session_key``; else None.
 
         ``bind_to_session=False`` drops the session check, for sockets on another domain than
-        the site, whose handshakes carry no session cookie. Consumption is one conditional
-        UPDATE, so of several concurrent callers exactly one wins.
+        the site, whose handshakes carry no session cookie. ``user`` (the session's user, when
+        the caller has it) must own the token and saves loading it again. Consumption is one
+        conditional UPDATE, so of several concurrent callers exactly one wins.
         """
         if not isinstance(token_value, str) or not TOKEN_PATTERN.fullmatch(token_value):
             return None
@@ -321,10 +323,13 @@ class WebSocketToken(models.Model):
         unused = cls.objects.filter(token=token_value, used=False, created_at__gte=cutoff)
         if bind_to_session:
             unused = unused.filter(session_key=session_key)
+        if user is not None:
+            unused = unused.filter(user=user)
         consumed = unused.update(used=True)
         if consumed != 1:
             return None
-        user = cls.objects.select_related("user").get(token=token_value).user
+        if user is None:
+            user = cls.objects.select_related("user").get(token=token_value).user
         return user if user.is_active else None
 
     @classmethod

@@ -266,11 +266,14 @@ class WebSocketView(View):
         if not token:
             raise Rejection(error_response("Token required", 401), "no ws_token")
         session = getattr(request, "session", None)
+        bound = bool(websocket_setting("token_bound_to_session"))
         token_user = WebSocketToken.validate_and_consume(
             token_value=token,
             session_key=getattr(session, "session_key", None),
             max_age_seconds=int(websocket_setting("token_expiry_seconds")),
-            bind_to_session=bool(websocket_setting("token_bound_to_session")),
+            bind_to_session=bound,
+            # A bound token belongs to the session's user, already loaded: no second query.
+            user=user if bound else None,
         )
         if token_user is None:
             raise Rejection(error_response("Invalid or expired token", 401), "token rejected")
