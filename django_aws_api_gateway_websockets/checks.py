@@ -15,6 +15,7 @@ POSITIVE_INTEGER_KEYS = (
     "rate_limit_max_attempts",
     "rate_limit_window_minutes",
     "send_concurrency",
+    "http_concurrency",
 )
 
 
@@ -84,6 +85,13 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                     id="django_aws_api_gateway_websockets.E003",
                 )
             )
+    if configured.get("fanout_transport", "auto") not in ("auto", "boto3"):
+        errors.append(
+            checks.Error(
+                "WEBSOCKETS['fanout_transport'] must be 'auto' or 'boto3'.",
+                id="django_aws_api_gateway_websockets.E005",
+            )
+        )
     origins = configured.get("allowed_origins")
     if origins is not None and (
         isinstance(origins, str)

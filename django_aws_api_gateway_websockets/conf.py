@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "rate_limit_window_minutes": 1,
     # Threads used to post one message to many connections.
     "send_concurrency": 16,
+    # Fan-outs through real boto3 clients post signed HTTP requests themselves ("auto"), at
+    # most http_concurrency at once per endpoint; "boto3" keeps every post in boto3.
+    "fanout_transport": "auto",
+    "http_concurrency": 64,
     # Retries of a throttled post_to_connection call, and the first back-off in seconds.
     "send_max_retries": 5,
     "send_retry_base_delay": 0.05,

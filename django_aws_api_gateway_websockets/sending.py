@@ -22,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .conf import websocket_setting
+from .connections_http import DELIVERED, FAILED, GONE, FanOut, Signer, Target, target_for
 from .signals import messages_sent
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ THROTTLING_CODES = frozenset(
 )
 GONE_UPDATE_BATCH = 5000
 EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
-
-DELIVERED = "delivered"
-GONE = "gone"
-FAILED = "failed"
 
 
 @dataclass
@@ -208,21 +205,27 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
         .iterator(chunk_size=2000)
     )
     concurrency = max(1, int(websocket_setting("send_concurrency")))
+    use_http = websocket_setting("fanout_transport") != "boto3"
     clients: dict[str, Any] = {}
+    targets: dict[str, tuple[Target, Signer] | None] = {}
     report = SendReport()
     in_flight: dict[Future[str], str] = {}
+    # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
+    http_outcomes: list[tuple[str, str]] = []
+    fan_out: FanOut | None = None
+
+    def count(connection_id: str, outcome: str) -> None:
+        if outcome == DELIVERED:
+            report.delivered += 1
+        elif outcome == GONE:
+            report.gone += 1
+            report.gone_connection_ids.append(connection_id)
+        else:
+            report.failed += 1
 
     def collect(done: set[Future[str]]) -> None:
         for future in done:
-            connection_id = in_flight.pop(future)
-            outcome = future.result()
-            if outcome == DELIVERED:
-                report.delivered += 1
-            elif outcome == GONE:
-                report.gone += 1
-                report.gone_connection_ids.append(connection_id)
-            else:
-                report.failed += 1
+            count(in_flight.pop(future), future.result())
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ws-send") as pool:
         for connection_id, explicit_url, api_id, stage_name, gateway_id in rows:
@@ -241,12 +244,29 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
             client = clients.get(endpoint)
             if client is None:
                 client = clients[endpoint] = management_client(endpoint)
+                target = target_for(client) if use_http else None
+                targets[endpoint] = (target, Signer(target, payload)) if target else None
+            if targets[endpoint] is not None:
+                if fan_out is None:
+                    fan_out = FanOut(
+                        concurrency=max(concurrency, int(websocket_setting("http_concurrency"))),
+                        max_retries=int(websocket_setting("send_max_retries")),
+                        base_delay=float(websocket_setting("send_retry_base_delay")),
+                        on_result=lambda cid, outcome: http_outcomes.append((cid, outcome)),
+                    )
+                target, signer = targets[endpoint]
+                fan_out.submit(target, signer, payload, connection_id)
+                continue
             in_flight[pool.submit(_send_logged, client, connection_id, payload)] = connection_id
             if len(in_flight) >= concurrency * 4:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 collect(done)
         done, _ = wait(in_flight)
         collect(done)
+    if fan_out is not None:
+        fan_out.close()
+        for connection_id, outcome in http_outcomes:
+            count(connection_id, outcome)
 
     if report.gone_connection_ids:
         mark_gone(report.gone_connection_ids)
