@@ -17,6 +17,7 @@ POSITIVE_INTEGER_KEYS = (
     "send_concurrency",
     "http_concurrency",
 )
+NON_NEGATIVE_INTEGER_KEYS = ("fanout_invocation_batch",)
 
 
 @checks.register()
@@ -83,6 +84,15 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                 checks.Error(
                     f"WEBSOCKETS[{key!r}] must be a positive integer, not {value!r}.",
                     id="django_aws_api_gateway_websockets.E003",
+                )
+            )
+    for key in NON_NEGATIVE_INTEGER_KEYS:
+        value = configured.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors.append(
+                checks.Error(
+                    f"WEBSOCKETS[{key!r}] must be an integer of 0 or more, not {value!r}.",
+                    id="django_aws_api_gateway_websockets.E006",
                 )
             )
     if configured.get("fanout_transport", "auto") not in ("auto", "boto3"):

@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     # most http_concurrency at once per endpoint; "boto3" keeps every post in boto3.
     "fanout_transport": "auto",
     "http_concurrency": 64,
+    # Opt-in: a fan-out to more connections than this sends the first batch itself and hands
+    # each further batch to an asynchronous invocation of fanout_function_name (default: the
+    # running Lambda function). 0: off.
+    "fanout_invocation_batch": 0,
+    "fanout_function_name": "",
     # Retries of a throttled post_to_connection call, and the first back-off in seconds.
     "send_max_retries": 5,
     "send_retry_base_delay": 0.05,

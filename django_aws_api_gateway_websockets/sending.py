@@ -23,6 +23,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .conf import websocket_setting
 from .connections_http import DELIVERED, FAILED, GONE, FanOut, Signer, Target, target_for
+from .fanout_dispatch import fanout_function, queue_batches
 from .signals import messages_sent
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class SendReport:
     gone: int = 0
     failed: int = 0
     gone_connection_ids: list[str] = field(default_factory=list)
+    # Handed to other invocations (WEBSOCKETS["fanout_invocation_batch"]); sent there.
+    queued: int = 0
 
     @property
     def attempted(self) -> int:
@@ -180,7 +183,9 @@ def _send_logged(client: Any, connection_id: str, payload: bytes) -> str:
         return FAILED
 
 
-def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendReport:
+def send_to_sessions(
+    queryset: QuerySet[WebSocketSession], data: Any, dispatch: bool = True
+) -> SendReport:
     """Send ``data`` to every connected session in ``queryset``, concurrently.
 
     Each session goes through its own gateway's endpoint (one client per endpoint); rows are
@@ -193,6 +198,15 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
         queryset = WebSocketSession.objects.filter(
             pk__in=list(queryset.values_list("pk", flat=True))
         )
+    queued = 0
+    batch = int(websocket_setting("fanout_invocation_batch"))
+    if dispatch and batch and fanout_function():
+        connection_ids = list(
+            queryset.filter(connected=True).order_by("pk").values_list("connection_id", flat=True)
+        )
+        if len(connection_ids) > batch:
+            queued = queue_batches(connection_ids[batch:], payload)
+            queryset = WebSocketSession.objects.filter(connection_id__in=connection_ids[:batch])
     rows = (
         queryset.filter(connected=True)
         .values_list(
@@ -208,7 +222,7 @@ def send_to_sessions(queryset: QuerySet[WebSocketSession], data: Any) -> SendRep
     use_http = websocket_setting("fanout_transport") != "boto3"
     clients: dict[str, Any] = {}
     targets: dict[str, tuple[Target, Signer] | None] = {}
-    report = SendReport()
+    report = SendReport(queued=queued)
     in_flight: dict[Future[str], str] = {}
     # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
     http_outcomes: list[tuple[str, str]] = []

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     MANAGE = "manage"
     COMMAND = "command"
     KEEP_WARM = "keep_warm"
+    FANOUT = "fanout"
     UNKNOWN = "unknown"
 
 
@@ -65,6 +66,8 @@ def classify(event: Any) -> EventKind:
         return EventKind.SCHEDULED
     if event.get("source") == "serverless-plugin-warmup" or event.get("keep_warm") is True:
         return EventKind.KEEP_WARM
+    if "websocket_fanout" in event:
+        return EventKind.FANOUT
     if "manage" in event:
         return EventKind.MANAGE
     if "command" in event:

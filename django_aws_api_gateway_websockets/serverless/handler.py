@@ -80,6 +80,10 @@ def make_lambda_handler(
             return wsgi_handler(event, context)
         if kind is EventKind.KEEP_WARM:
             return {"status": "warm"}
+        if kind is EventKind.FANOUT:
+            from ..fanout_dispatch import run_fanout_event
+
+            return run_fanout_event(event["websocket_fanout"])
         if kind is EventKind.MANAGE:
             return run_manage(event["manage"])
         if kind is EventKind.SCHEDULED:

@@ -1,0 +1,83 @@
+"""Opt-in: spread one very large fan-out over asynchronous invocations of the function.
+
+One invocation sends ~1 800 messages/s, and a message route must answer within API Gateway's
+29 s. With ``WEBSOCKETS["fanout_invocation_batch"]`` set, a fan-out to more connections than
+that keeps the first batch and hands each further batch to an ``InvocationType="Event"``
+invocation of the same function, whose handler sends it with the same code path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .conf import websocket_setting
+
+FANOUT_EVENT_KEY = "websocket_fanout"
+# Asynchronous invocations carry at most 256 KB; keep a margin for the envelope.
+MAX_EVENT_BYTES = 250_000
+
+
+def fanout_function() -> str:
+    """The function that takes extra batches: the setting, else the running Lambda itself."""
+    return str(websocket_setting("fanout_function_name") or "") or os.environ.get(
+        "AWS_LAMBDA_FUNCTION_NAME", ""
+    )
+
+
+def batches(connection_ids: list[str], size: int, payload_text: str) -> Iterator[list[str]]:
+    """Consecutive batches of at most ``size`` ids whose event stays within the size limit."""
+    budget = MAX_EVENT_BYTES - len(payload_text.encode("utf-8")) - 200
+    batch: list[str] = []
+    used = 0
+    for connection_id in connection_ids:
+        cost = len(connection_id) + 4
+        if batch and (len(batch) >= size or used + cost > budget):
+            yield batch
+            batch, used = [], 0
+        batch.append(connection_id)
+        used += cost
+    if batch:
+        yield batch
+
+
+def queue_batches(connection_ids: list[str], payload: bytes) -> int:
+    """Invoke the function asynchronously once per batch; return how many ids were queued."""
+    from . import models
+
+    size = int(websocket_setting("fanout_invocation_batch"))
+    text = payload.decode("utf-8")
+    client = models.get_boto3_client("lambda")
+    function = fanout_function()
+    queued = 0
+    for batch in batches(connection_ids, size, text):
+        event = {FANOUT_EVENT_KEY: {"connection_ids": batch, "payload": text}}
+        client.invoke(
+            FunctionName=function, InvocationType="Event", Payload=json.dumps(event).encode()
+        )
+        queued += len(batch)
+    return queued
+
+
+def run_fanout_event(body: Any) -> dict[str, Any]:
+    """Handler side: send one queued batch, exactly as the originating fan-out would have."""
+    from .models import WebSocketSession
+    from .sending import send_to_sessions
+
+    if not isinstance(body, dict):
+        return {"statusCode": 400, "body": "Malformed fan-out event"}
+    ids, text = body.get("connection_ids"), body.get("payload")
+    if not isinstance(ids, list) or not isinstance(text, str):
+        return {"statusCode": 400, "body": "Malformed fan-out event"}
+    sessions = WebSocketSession.objects.filter(
+        connection_id__in=[i for i in ids if isinstance(i, str)]
+    )
+    report = send_to_sessions(sessions, json.loads(text), dispatch=False)
+    return {
+        "statusCode": 200,
+        "delivered": report.delivered,
+        "gone": report.gone,
+        "failed": report.failed,
+    }

@@ -1,0 +1,100 @@
+"""Opt-in fan-out across Lambda invocations: batches queued asynchronously, then sent by the
+handler with the same code path; every connection gets the message exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from unittest.mock import Mock, patch
+
+import pytest
+
+from django_aws_api_gateway_websockets.fanout_dispatch import MAX_EVENT_BYTES, batches
+from django_aws_api_gateway_websockets.models import WebSocketSession
+from django_aws_api_gateway_websockets.serverless import make_lambda_handler
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def clients():
+    management, lambda_ = Mock(), Mock()
+    management.post_to_connection.return_value = {}
+
+    def factory(service="apigatewayv2", **kwargs):
+        return lambda_ if service == "lambda" else management
+
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", side_effect=factory):
+        yield management, lambda_
+
+
+@pytest.fixture
+def sessions(api_gateway):
+    WebSocketSession.objects.bulk_create(
+        WebSocketSession(connection_id=f"c{n}", channel_name="big", api_gateway=api_gateway)
+        for n in range(10)
+    )
+
+
+def posted(management) -> Counter:
+    return Counter(c.kwargs["ConnectionId"] for c in management.post_to_connection.call_args_list)
+
+
+def test_large_fan_out_is_split_and_completed_by_the_handler(
+    settings, clients, sessions, keep_test_connection
+):
+    management, lambda_ = clients
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 3, "fanout_function_name": "websockets-fn"}
+
+    report = WebSocketSession.objects.filter(channel_name="big").send_message({"type": "news"})
+
+    assert (report.delivered, report.queued) == (3, 7)
+    invocations = lambda_.invoke.call_args_list
+    assert [c.kwargs["InvocationType"] for c in invocations] == ["Event"] * 3
+    assert {c.kwargs["FunctionName"] for c in invocations} == {"websockets-fn"}
+
+    handler = make_lambda_handler()
+    for invocation in invocations:
+        result = handler(json.loads(invocation.kwargs["Payload"]), None)
+        assert result["statusCode"] == 200
+    assert posted(management) == Counter({f"c{n}": 1 for n in range(10)})
+    assert {
+        json.loads(c.kwargs["Data"])["type"] for c in management.post_to_connection.call_args_list
+    } == {"news"}
+    assert lambda_.invoke.call_count == 3  # the handler's batches are not split again
+
+
+def test_off_by_default_and_outside_lambda(settings, clients, sessions, monkeypatch):
+    management, lambda_ = clients
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 3}  # no function to hand batches to
+    report = WebSocketSession.objects.all().send_message({"type": "x"})
+    assert (report.delivered, report.queued) == (10, 0)
+    lambda_.invoke.assert_not_called()
+
+
+def test_the_running_function_is_the_default_target(settings, clients, sessions, monkeypatch):
+    management, lambda_ = clients
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-dev")
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 5}
+    WebSocketSession.objects.all().send_message({"type": "x"})
+    assert lambda_.invoke.call_args.kwargs["FunctionName"] == "serverless-websockets-dev"
+
+
+def test_batches_respect_the_async_payload_limit():
+    ids = [f"L0SM9cOFvHcC{n:04d}=" for n in range(20000)]
+    big_payload = "x" * 120_000
+    split = list(batches(ids, 10_000, big_payload))
+    assert sum(len(b) for b in split) == len(ids)
+    for batch in split:
+        event = json.dumps({"websocket_fanout": {"connection_ids": batch, "payload": big_payload}})
+        assert len(event.encode()) <= MAX_EVENT_BYTES + 1000
+    assert max(len(b) for b in list(batches(ids, 7, "{}"))) == 7
+
+
+@pytest.mark.parametrize(
+    "body", [None, "x", {"connection_ids": "c1", "payload": "{}"}, {"connection_ids": []}]
+)
+def test_malformed_fan_out_events_are_400(body, keep_test_connection):
+    handler = make_lambda_handler()
+    assert handler({"websocket_fanout": body}, None)["statusCode"] == 400
