@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 
 run: install
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py migrate --noinput
-	$(PY) manage.py createdemo
+	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py createdemo
 	@echo "Open http://$(HOST):$(PORT)/ and log in as alice / alice (or bob / bob in a second browser)"
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py runapigateway --host $(HOST) --port $(PORT)
 

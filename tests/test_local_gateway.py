@@ -274,3 +274,24 @@ def test_management_api_edge_cases(gateway):
         info = json.loads(urllib.request.urlopen(url).read())
         assert set(info) == {"connectedAt", "identity", "lastActiveAt"}
         ws.close()
+
+
+def test_vanished_client_is_an_abnormal_closure(gateway, stub):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as conn:
+        conn.sendall(
+            b"GET /dev HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert conn.recv(4096).startswith(b"HTTP/1.1 101")
+    wait_for(lambda: stub.of_type("DISCONNECT"))
+    assert stub.of_type("DISCONNECT")[0]["requestContext"]["disconnectStatusCode"] == 1006
+
+
+def test_connect_handler_crash_refuses_the_handshake(gateway, stub):
+    def crash(event, context):
+        raise RuntimeError("connect bug")
+
+    gateway.handler = crash
+    with pytest.raises(InvalidStatus) as refused:
+        connect(gateway.websocket_url)
+    assert refused.value.response.status_code == 500

@@ -60,7 +60,8 @@ class LocalConnection:
         self.protocol = protocol
         self.writer = writer
         self.open = True
-        self.close_code = int(CloseCode.NORMAL_CLOSURE)
+        # Until a close frame is seen either way, a vanished client is an abnormal closure.
+        self.close_code = int(CloseCode.ABNORMAL_CLOSURE)
         self.close_reason = ""
 
     async def flush(self) -> None:
@@ -138,10 +139,10 @@ class LocalApiGateway:
             self.server.close()
         for connection in list(self.connections.values()):
             await connection.close(int(CloseCode.GOING_AWAY), "Gateway shutting down")
-        for task in list(self.tasks):
-            try:
-                await asyncio.wait_for(task, timeout=10)
-            except (TimeoutError, asyncio.CancelledError):
+        # Sockets finish their $disconnect; idle HTTP keep-alive readers are simply cancelled.
+        if self.tasks:
+            _, still_running = await asyncio.wait(set(self.tasks), timeout=10)
+            for task in still_running:
                 task.cancel()
         if self.server is not None:
             await self.server.wait_closed()
@@ -261,6 +262,9 @@ class LocalApiGateway:
         self.pending.add(info.connection_id)
         try:
             result = await self.invoke(events.connect_event(info, request.target, request.headers))
+        except Exception:
+            logger.exception("Handler failed on $connect")
+            result = {"statusCode": 500}
         finally:
             self.pending.discard(info.connection_id)
         status = _status_of(result)

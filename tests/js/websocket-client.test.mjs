@@ -282,12 +282,19 @@ describe("sending", () => {
     env.client.sendAction("chat_message", { message: "hi" });
     env.client.sendAction("fetch_history");
     env.client.sendAction("change_channel", { channel: "x" });
-    assert.deepEqual(socket.sent, [
-      '{"handler":"custom","value":3}',
-      '{"action":"chat_message","message":"hi"}',
-      '{"action":"fetch_history"}',
-      '{"action":"change_channel","channel":"x"}',
+    assert.deepEqual(socket.sent.map((frame) => JSON.parse(frame)), [
+      { handler: "custom", value: 3 },
+      { action: "chat_message", message: "hi" },
+      { action: "fetch_history" },
+      { action: "change_channel", channel: "x" },
     ]);
+  });
+
+  test("sendAction's action argument wins over an action key in data", async () => {
+    const env = setup();
+    const socket = await connectOpen(env);
+    env.client.sendAction("chat_message", { action: "restricted", message: "hi" });
+    assert.deepEqual(JSON.parse(socket.sent[0]), { action: "chat_message", message: "hi" });
   });
 
   test("send before connect throws SocketClosedError and warns", () => {

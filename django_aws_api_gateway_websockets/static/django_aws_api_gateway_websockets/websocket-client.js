@@ -172,7 +172,8 @@ export class WebSocketClient {
 
   /** The gateway's route selection reads `action`. */
   sendAction(action, data = {}) {
-    this.send({ action, ...data });
+    // The argument wins over an "action" key inside data.
+    this.send({ ...data, action });
   }
 
   // Drop whatever socket, attempt or timer we have, without reconnecting.
