@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import random
 import ssl
 import sys
@@ -42,6 +43,8 @@ class Target:
     port: int
     base_path: str
     region: str
+    # A CA bundle path (botocore's verify / AWS_CA_BUNDLE), or "" for botocore's default.
+    ca_bundle: str
     access_key: str
     secret_key: str
     token: str | None
@@ -65,6 +68,11 @@ def target_for(client: Any) -> Target | None:
 
     if not isinstance(client, BaseClient) or moto_is_mocking():
         return None
+    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    verify = getattr(http_session, "_verify", True)
+    if client.meta.config.proxies or _proxy_from_environment() or verify is False:
+        # Proxies and disabled verification stay boto3's business.
+        return None
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if credentials is None:
         return None
@@ -78,10 +86,26 @@ def target_for(client: Any) -> Target | None:
         port=parts.port or (443 if parts.scheme == "https" else 80),
         base_path=parts.path.rstrip("/"),
         region=client.meta.region_name,
+        ca_bundle=verify if isinstance(verify, str) else "",
         access_key=frozen.access_key,
         secret_key=frozen.secret_key,
         token=frozen.token,
     )
+
+
+def _proxy_from_environment() -> bool:
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
+
+
+def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
+    """Verify like botocore: the configured bundle, else certifi's, else the system's."""
+    if ca_bundle:
+        return ssl.create_default_context(cafile=ca_bundle)
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class Signer:
@@ -183,7 +207,7 @@ class _Pool:
         self.target = target
         self.idle: list[_HttpConnection] = []
         self.slots = asyncio.Semaphore(size)
-        self.ssl = ssl.create_default_context() if target.scheme == "https" else None
+        self.ssl = _ssl_context(target.ca_bundle) if target.scheme == "https" else None
 
     async def _open(self) -> _HttpConnection:
         reader, writer = await asyncio.open_connection(

@@ -74,7 +74,10 @@ def run_fanout_event(body: Any) -> dict[str, Any]:
     sessions = WebSocketSession.objects.filter(
         connection_id__in=[i for i in ids if isinstance(i, str)]
     )
-    report = send_to_sessions(sessions, json.loads(text), dispatch=False)
+    try:
+        report = send_to_sessions(sessions, json.loads(text), dispatch=False)
+    except (ValueError, RecursionError):  # not JSON, or too large to send
+        return {"statusCode": 400, "body": "Malformed fan-out event"}
     return {
         "statusCode": 200,
         "delivered": report.delivered,

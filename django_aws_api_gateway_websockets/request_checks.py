@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.http import HttpRequest
@@ -31,8 +32,8 @@ def request_context(request: HttpRequest) -> dict:
     return context if isinstance(context, dict) else {}
 
 
-def _valid_ip(value: str | None) -> str | None:
-    if not value:
+def _valid_ip(value: Any) -> str | None:
+    if not value or not isinstance(value, str):
         return None
     try:
         return str(ipaddress.ip_address(value.strip()))
@@ -44,7 +45,8 @@ def client_ip(request: HttpRequest) -> str:
     """The client's address: API Gateway's ``sourceIp`` when delivered by Lambda, else proxy
     headers (the rightmost ``X-Forwarded-For`` entry, the one the nearest proxy added), else
     ``REMOTE_ADDR``. Never raises; an unparseable address becomes ``0.0.0.0``."""
-    source_ip = _valid_ip(request_context(request).get("identity", {}).get("sourceIp"))
+    identity = request_context(request).get("identity")
+    source_ip = _valid_ip(identity.get("sourceIp") if isinstance(identity, dict) else None)
     if source_ip:
         return source_ip
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")

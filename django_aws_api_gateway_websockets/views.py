@@ -192,7 +192,8 @@ class WebSocketView(View):
         """Lambda: the event must be a WebSocket event of this connection, not an HTTP event
         with forged headers. HTTP integration: the integration's shared secret, if set."""
         context = request_context(request)
-        if context:
+        if context or "apig_wsgi.full_event" in request.META:
+            # Delivered by the Lambda handler: only a WebSocket event of this connection counts.
             return (
                 context.get("eventType") in EVENT_TYPE_ROUTES
                 and context.get("connectionId") == self.connection_id_header(request)
@@ -379,7 +380,7 @@ class WebSocketView(View):
             raise Rejection(error_response("Message too large", 413), "body too large")
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise Rejection(error_response("Message must be JSON", 400), "bad JSON") from None
         if not isinstance(body, dict):
             raise Rejection(error_response("Message must be a JSON object", 400), "not an object")
@@ -424,8 +425,10 @@ class WebSocketView(View):
         else:
             names = {"default"}
             for klass in cls.__mro__:
-                if klass is WebSocketView:
-                    break
+                # Only the WebSocketView subclasses themselves: a mixin's public methods
+                # (Django's or the app's) are not message handlers unless listed.
+                if klass is WebSocketView or not issubclass(klass, WebSocketView):
+                    continue
                 names.update(
                     name for name, value in vars(klass).items() if inspect.isfunction(value)
                 )

@@ -41,7 +41,9 @@ def botocore_signature(target: Target, path: str, payload: bytes, now: float) ->
 )
 @pytest.mark.parametrize("connection_id", ["L0SM9cOFvHcCIhw=", "a+b/c=="])
 def test_signature_matches_botocore(token, host, port, scheme, connection_id):
-    target = Target(scheme, host, port, "/production", "eu-west-1", "AKIDEXAMPLE", "s3cr3t", token)
+    target = Target(
+        scheme, host, port, "/production", "eu-west-1", "", "AKIDEXAMPLE", "s3cr3t", token
+    )
     payload = '{"type":"chat","text":"Grüße"}'.encode()
     path = connection_path(target, connection_id)
     now = time.time()
@@ -71,3 +73,28 @@ def test_only_real_unmocked_botocore_clients_take_the_fast_path():
     assert target_for(Mock()) is None
     with mock_aws():
         assert target_for(client) is None
+
+
+def test_proxies_and_disabled_verification_keep_boto3(monkeypatch):
+    from botocore.config import Config
+
+    def client(**kwargs):
+        return boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url="https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+            region_name="eu-west-1",
+            aws_access_key_id="AKID",
+            aws_secret_access_key="secret",
+            **kwargs,
+        )
+
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    assert target_for(client(config=Config(proxies={"https": "http://proxy:3128"}))) is None
+    assert target_for(client(verify=False)) is None
+    assert target_for(client(verify="/etc/ssl/custom-ca.pem")).ca_bundle == (
+        "/etc/ssl/custom-ca.pem"
+    )
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert target_for(client()) is None

@@ -395,3 +395,51 @@ class TestReviewFixes:
         lines = [line for line in log_lines(capsys.readouterr().out) if "manage" in line["message"]]
         assert lines[0]["output"].startswith("Deleted") and lines[0]["level"] == "INFO"
         assert "Unknown command" in lines[1]["error"] and lines[1]["level"] == "WARNING"
+
+
+class TestMoreMalformed:
+    @pytest.mark.parametrize(
+        "event",
+        [
+            {"version": "2.0", "requestContext": {"http": {}}},
+            {"httpMethod": "GET", "path": "/", "headers": "x"},
+            {"command": "."},
+            {"websocket_fanout": {"connection_ids": ["a"], "payload": "not json"}},
+            {"websocket_fanout": {"connection_ids": ["a"], "payload": '"' + "x" * 140000 + '"'}},
+        ],
+    )
+    def test_odd_events_are_4xx_not_500(self, handler, event):
+        assert handler(event, None)["statusCode"] == 400
+
+    def test_bad_base64_message_is_400(self, handler, connected):
+        event = message_event("%%%not base64")
+        event["isBase64Encoded"] = True
+        assert handler(event, None)["statusCode"] == 400
+
+    def test_identity_of_the_wrong_type_is_harmless(self, handler, sample_gateway, alice):
+        event = authenticate_connect_event(load_event("connect"), alice)
+        event["requestContext"]["identity"] = "x"
+        assert handler(event, None)["statusCode"] == 200
+
+    def test_deeply_nested_message_is_400(self, handler, connected):
+        assert handler(message_event("[" * 100000), None)["statusCode"] == 400
+
+    def test_http_event_without_request_context_cannot_pose_as_a_connection(
+        self, handler, connected
+    ):
+        event = {
+            "httpMethod": "POST",
+            "path": "/ws/default",
+            "headers": {
+                "Host": SAMPLE_DOMAIN,
+                "Connectionid": SAMPLE_CONNECTION_ID,
+                "User-Agent": f"AmazonAPIGateway_{SAMPLE_API_ID}",
+                "X-Amzn-Apigateway-Api-Id": SAMPLE_API_ID,
+                "Content-Type": "application/json",
+            },
+            "body": json.dumps({"action": "fetch_history"}),
+        }
+        assert handler(event, None)["statusCode"] == 403
+
+    def test_sample_forged_event_shows_the_guard(self, handler, sample_gateway):
+        assert handler(load_event("forged_http_connect"), None)["statusCode"] == 403

@@ -270,3 +270,22 @@ class TestRobustness:
             m for m in settings.MIDDLEWARE if "AuthenticationMiddleware" not in m
         ]
         assert send(client, {"action": "echo"}, path="/any/default").status_code == 403
+
+
+class TestHostileBodies:
+    @pytest.mark.parametrize("raw", ["[" * 100000, '{"a":' * 20000 + "1" + "}" * 20000])
+    def test_absurdly_nested_json_is_400(self, client, websocket_session, raw):
+        assert send(client, raw, raw=True).status_code == 400
+
+    def test_mixin_methods_are_not_handlers(self):
+        from django.views.generic.base import ContextMixin
+
+        class Helpers:
+            def delete_everything(self, request, *args, **kwargs):
+                raise AssertionError("must never be called")
+
+        class MixedView(Helpers, ContextMixin, WebSocketView):
+            def mine(self, request, *args, **kwargs):
+                return None
+
+        assert MixedView.allowed_handler_names() == {"default", "mine"}

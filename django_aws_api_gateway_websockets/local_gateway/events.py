@@ -190,7 +190,7 @@ def select_route(expression: str, body: str, route_keys: set[str]) -> str:
         return "$default"
     try:
         value: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "$default"
     for key in expression[len(BODY_SELECTOR) :].split("."):
         if not isinstance(value, dict) or key not in value:

@@ -116,6 +116,7 @@ class LocalApiGateway:
         self.pending: set[str] = set()
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.socket_tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,16 +135,17 @@ class LocalApiGateway:
         return f"http://{self.host}:{self.port}/{self.stage}"
 
     async def stop(self) -> None:
-        """Close every socket as going away (each gets its $disconnect), then stop serving."""
-        if self.server is not None:
-            self.server.close()
+        """Close every socket as going away and let each $disconnect run (the @connections
+        API keeps serving the sends they make), then stop serving."""
         for connection in list(self.connections.values()):
             await connection.close(int(CloseCode.GOING_AWAY), "Gateway shutting down")
-        # Sockets finish their $disconnect; idle HTTP keep-alive readers are simply cancelled.
-        if self.tasks:
-            _, still_running = await asyncio.wait(set(self.tasks), timeout=10)
-            for task in still_running:
-                task.cancel()
+        if self.socket_tasks:
+            await asyncio.wait(set(self.socket_tasks), timeout=10)
+        if self.server is not None:
+            self.server.close()
+        # What is left are idle HTTP keep-alive readers: nothing to finish.
+        for task in list(self.tasks):
+            task.cancel()
         if self.server is not None:
             await self.server.wait_closed()
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -182,11 +184,18 @@ class LocalApiGateway:
             except BadRequest as error:
                 writer.write(response_bytes(error.status, [], str(error).encode(), False))
                 await writer.drain()
+                await _linger(reader, writer)
                 return
             if request is None:
                 return
             if request.wants_websocket:
-                await self._websocket(request, reader, writer)
+                task = asyncio.current_task()
+                if task is not None:
+                    self.socket_tasks.add(task)
+                try:
+                    await self._websocket(request, reader, writer)
+                finally:
+                    self.socket_tasks.discard(task)
                 return
             status, headers, body = await self._http(request, writer)
             keep_alive = request.keep_alive
@@ -375,6 +384,19 @@ class LocalApiGateway:
             await self.invoke(event)
         except Exception:
             logger.exception("Handler failed on $disconnect")
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close and drain what the client is still sending, so closing with unread data
+    does not reset the connection before it has read our error response."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    try:
+        async with asyncio.timeout(1):
+            while await reader.read(READ_CHUNK):
+                pass
+    except (TimeoutError, ConnectionError):
+        pass
 
 
 def _peer_ip(writer: asyncio.StreamWriter) -> str:

@@ -5,6 +5,7 @@ Pure functions over plain dicts: nothing here imports Django or boto3.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -126,6 +127,11 @@ class WebSocketEvent:
         for field_name in ("event_type", "connection_id", "api_id", "stage", "domain_name"):
             if not getattr(parsed, field_name):
                 raise MalformedEvent(f"requestContext has no {field_name}")
+        if parsed.is_base64_encoded:
+            try:
+                base64.b64decode(parsed.body, validate=True)
+            except ValueError:
+                raise MalformedEvent("body is not base64") from None
         return parsed
 
     @property

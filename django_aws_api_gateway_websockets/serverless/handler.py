@@ -54,6 +54,14 @@ def make_lambda_handler(
     logger = get_logger()
     cold_start = [True]
 
+    def convert(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """apig-wsgi on an event; its errors building the request mean a malformed event
+        (failures inside Django are already 500 responses)."""
+        try:
+            return wsgi_handler(event, context)
+        except (KeyError, AttributeError, TypeError, ValueError) as error:
+            raise MalformedEvent(f"cannot build a request: {type(error).__name__}") from None
+
     def websocket(event: dict[str, Any], context: Any) -> dict[str, Any]:
         parsed = WebSocketEvent.from_event(event)
         logger.append_keys(
@@ -64,7 +72,7 @@ def make_lambda_handler(
         current_metrics.add(EVENT_METRICS[parsed.event_type])
         route = parsed.route_name if SLUG.match(parsed.route_name) else "default"
         path = path_template.replace("{route}", route)
-        response = wsgi_handler(parsed.as_wsgi_event(path, {}), context)
+        response = convert(parsed.as_wsgi_event(path, {}), context)
         body = response.get("body") or ""
         if response.get("isBase64Encoded"):
             body = base64.b64decode(body).decode("utf-8", errors="replace")
@@ -77,7 +85,7 @@ def make_lambda_handler(
         if kind is EventKind.WEBSOCKET:
             return websocket(event, context)
         if kind is EventKind.HTTP:
-            return wsgi_handler(event, context)
+            return convert(event, context)
         if kind is EventKind.KEEP_WARM:
             return {"status": "warm"}
         if kind is EventKind.FANOUT:
@@ -205,7 +213,7 @@ def run_function(dotted_path: Any, event: Any, context: Any) -> Any:
     module_name, _, function_name = dotted_path.rpartition(".")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, ValueError):
         return error_result(400, f"No function {dotted_path}")
     close_old_connections()
     try:
