@@ -659,3 +659,24 @@ def test_clear_sessions_removes_rows_older_than_the_two_hour_connection_limit():
     )
     call_command("clearWebSocketSessions", stdout=io.StringIO())
     assert list(WebSocketSession.objects.values_list("connection_id", flat=True)) == ["fresh"]
+
+
+@pytest.mark.parametrize("transport", ["http", "", None])
+def test_e005_unknown_fanout_transport(clean_settings, transport):
+    clean_settings.WEBSOCKETS = {"fanout_transport": transport}
+    assert set(our_checks()) == {"E005"}
+
+
+@pytest.mark.parametrize("batch", [-1, "100", True, 1.5])
+def test_e006_bad_fanout_batch(clean_settings, batch):
+    clean_settings.WEBSOCKETS = {"fanout_invocation_batch": batch}
+    assert set(our_checks()) == {"E006"}
+
+
+def test_fanout_settings_accepted(clean_settings):
+    clean_settings.WEBSOCKETS = {
+        "fanout_transport": "boto3",
+        "fanout_invocation_batch": 0,
+        "http_concurrency": 8,
+    }
+    assert our_checks() == {}
