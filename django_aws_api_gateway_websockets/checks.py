@@ -77,24 +77,20 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                 id="django_aws_api_gateway_websockets.W003",
             )
         )
-    for key in POSITIVE_INTEGER_KEYS:
-        value = configured.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            errors.append(
-                checks.Error(
-                    f"WEBSOCKETS[{key!r}] must be a positive integer, not {value!r}.",
-                    id="django_aws_api_gateway_websockets.E003",
+    integer_rules = (
+        (POSITIVE_INTEGER_KEYS, 1, "a positive integer", "E003"),
+        (NON_NEGATIVE_INTEGER_KEYS, 0, "an integer of 0 or more", "E006"),
+    )
+    for keys, minimum, wanted, check_id in integer_rules:
+        for key in keys:
+            value = configured.get(key, DEFAULTS[key])
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                errors.append(
+                    checks.Error(
+                        f"WEBSOCKETS[{key!r}] must be {wanted}, not {value!r}.",
+                        id=f"django_aws_api_gateway_websockets.{check_id}",
+                    )
                 )
-            )
-    for key in NON_NEGATIVE_INTEGER_KEYS:
-        value = configured.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors.append(
-                checks.Error(
-                    f"WEBSOCKETS[{key!r}] must be an integer of 0 or more, not {value!r}.",
-                    id="django_aws_api_gateway_websockets.E006",
-                )
-            )
     if configured.get("fanout_transport", "auto") not in ("auto", "boto3"):
         errors.append(
             checks.Error(
