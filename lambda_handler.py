@@ -9,9 +9,19 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler  # noqa: E402
-from django_aws_api_gateway_websockets.serverless.scheduled import (  # noqa: E402,F401
-    cleanup_tokens,
-    clear_sessions,
-)
 
 handler = make_lambda_handler()
+
+
+def clear_sessions(event=None, context=None):
+    """Scheduled (zappa ``events``): delete disconnected sessions."""
+    from django_aws_api_gateway_websockets.serverless import scheduled
+
+    return scheduled.clear_sessions(event, context)
+
+
+def cleanup_tokens(event=None, context=None):
+    """Scheduled (zappa ``events``): delete used and expired tokens, old rate-limit rows."""
+    from django_aws_api_gateway_websockets.serverless import scheduled
+
+    return scheduled.cleanup_tokens(event, context)

@@ -388,11 +388,13 @@ class WebSocketView(View):
 
     def _find_session(self, request: HttpRequest) -> WebSocketSession | None:
         """The session of this connection, if it belongs to the calling API."""
-        session = (
-            WebSocketSession.objects.select_related("api_gateway", "user")
-            .filter(connection_id=self.connection_id_header(request))
-            .first()
-        )
+        try:
+            # get(), not first(): no ORDER BY, and connection ids are unique.
+            session = WebSocketSession.objects.select_related("api_gateway", "user").get(
+                connection_id=self.connection_id_header(request)
+            )
+        except WebSocketSession.DoesNotExist:
+            session = None
         if session is None or session.api_gateway is None:
             return session
         calling_api = request.headers.get("X-Amzn-Apigateway-Api-Id", "")
