@@ -152,7 +152,7 @@ class WebSocketView(View):
         """``connect``, ``disconnect`` or ``message``: from the Lambda event when there is one
         (a custom route named "connect" is still a message), else from the URL."""
         event_type = request_context(request).get("eventType")
-        if event_type in EVENT_TYPE_ROUTES:
+        if isinstance(event_type, str) and event_type in EVENT_TYPE_ROUTES:
             return EVENT_TYPE_ROUTES[event_type]
         route = kwargs.get("route")
         return route if route in (CONNECT, DISCONNECT) else MESSAGE
@@ -195,7 +195,7 @@ class WebSocketView(View):
         if context or "apig_wsgi.full_event" in request.META:
             # Delivered by the Lambda handler: only a WebSocket event of this connection counts.
             return (
-                context.get("eventType") in EVENT_TYPE_ROUTES
+                context.get("eventType") in ("CONNECT", "MESSAGE", "DISCONNECT")
                 and context.get("connectionId") == self.connection_id_header(request)
                 and context.get("apiId") == request.headers.get("X-Amzn-Apigateway-Api-Id")
             )

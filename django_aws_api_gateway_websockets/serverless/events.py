@@ -59,7 +59,7 @@ def classify(event: Any) -> EventKind:
     if not isinstance(event, dict):
         return EventKind.UNKNOWN
     context = event.get("requestContext")
-    if isinstance(context, dict) and context.get("eventType") in WEBSOCKET_EVENT_TYPES:
+    if isinstance(context, dict) and _text(context, "eventType") in WEBSOCKET_EVENT_TYPES:
         return EventKind.WEBSOCKET
     if event.get("detail-type") == "Scheduled Event":
         if scheduled_function_name(event).endswith(KEEP_WARM_FUNCTION_SUFFIX):
