@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from .models import (
     ApiGateway,
     ApiGatewayAdditionalRoute,
+    CleanupRun,
     ConnectionRateLimit,
     WebSocketSession,
     WebSocketToken,
@@ -167,3 +168,8 @@ class ConnectionRateLimitAdmin(ReadOnlyAdmin):
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return (*self.search_fields, user_lookup())
+
+
+@admin.register(CleanupRun)
+class CleanupRunAdmin(ReadOnlyAdmin):
+    list_display = ("command", "last_run", "last_output")

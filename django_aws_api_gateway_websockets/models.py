@@ -419,3 +419,23 @@ def _user_id(user: Any) -> int | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     return user.pk
+
+
+class CleanupRun(models.Model):
+    """When each cleanup command last ran and what it did, for ``websocketStatus``."""
+
+    command = models.CharField(max_length=64, unique=True)
+    last_run = models.DateTimeField()
+    last_output = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "cleanup run"
+
+    def __str__(self) -> str:
+        return f"{self.command} at {self.last_run:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def record(cls, command: str, output: str) -> None:
+        cls.objects.update_or_create(
+            command=command, defaults={"last_run": timezone.now(), "last_output": output}
+        )

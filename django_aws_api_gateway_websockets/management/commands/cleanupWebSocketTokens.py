@@ -4,7 +4,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_aws_api_gateway_websockets.models import ConnectionRateLimit, WebSocketToken
+from django_aws_api_gateway_websockets.models import (
+    CleanupRun,
+    ConnectionRateLimit,
+    WebSocketToken,
+)
 
 
 class Command(BaseCommand):
@@ -32,6 +36,6 @@ class Command(BaseCommand):
             raise CommandError("--token-age and --rate-limit-age must not be negative.")
         tokens = WebSocketToken.cleanup_expired(max_age_seconds=token_age)
         attempts = ConnectionRateLimit.cleanup_old_records(days=rate_limit_age)
-        self.stdout.write(
-            f"Deleted {tokens} used or expired token(s) and {attempts} rate-limit record(s)."
-        )
+        summary = f"Deleted {tokens} used or expired token(s) and {attempts} rate-limit record(s)."
+        CleanupRun.record("cleanupWebSocketTokens", summary)
+        self.stdout.write(summary)

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Q
 from django.utils import timezone
 
-from django_aws_api_gateway_websockets.models import WebSocketSession
+from django_aws_api_gateway_websockets.models import CleanupRun, WebSocketSession
 
 # API Gateway closes every connection after 2 hours: an older "connected" row missed its
 # $disconnect (best-effort on AWS) and can never receive anything.
@@ -25,4 +25,6 @@ class Command(BaseCommand):
         deleted, _ = WebSocketSession.objects.filter(
             Q(connected=False) | Q(created_on__lt=outlived)
         ).delete()
-        self.stdout.write(f"Deleted {deleted} disconnected WebSocket session(s).")
+        summary = f"Deleted {deleted} disconnected WebSocket session(s)."
+        CleanupRun.record("clearWebSocketSessions", summary)
+        self.stdout.write(summary)
