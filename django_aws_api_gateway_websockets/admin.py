@@ -18,6 +18,7 @@ from .models import (
     WebSocketToken,
 )
 from .provisioning import GatewayProvisioningError
+from .sync import sync_gateway
 
 
 def user_lookup() -> str:
@@ -74,7 +75,7 @@ class ApiGatewayAdmin(admin.ModelAdmin):
         "created_on",
         "updated_on",
     )
-    actions = ("create_gateway_action", "create_custom_domain_action")
+    actions = ("create_gateway_action", "create_custom_domain_action", "sync_action")
     inlines = (AdditionalRouteInline,)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
@@ -88,6 +89,28 @@ class ApiGatewayAdmin(admin.ModelAdmin):
     @admin.action(description="Create the API Gateway in AWS")
     def create_gateway_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
         _run_for_each(self, request, queryset, ApiGateway.create_gateway, "API Gateway created.")
+
+    @admin.action(description="Sync routes and integrations with AWS (and redeploy)")
+    def sync_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
+        for gateway in queryset:
+            try:
+                changes = sync_gateway(gateway)
+            except GatewayProvisioningError as error:
+                self.message_user(request, str(error), level=messages.ERROR)
+                continue
+            summary = "; ".join(str(change) for change in changes) or "already in sync"
+            self.message_user(request, f"{gateway.api_name}: {summary}", messages.SUCCESS)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        targets = {"target_base_endpoint", "lambda_function_arn", "route_key"}
+        if change and obj.api_created and targets & set(form.changed_data):
+            self.message_user(
+                request,
+                f"{obj.api_name}: AWS still has the old targets. Use the action "
+                "'Sync routes and integrations with AWS' to apply the change.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Create the custom domain in AWS")
     def create_custom_domain_action(
@@ -111,6 +134,14 @@ class ApiGatewayAdditionalRouteAdmin(admin.ModelAdmin):
         except GatewayProvisioningError as error:
             self.message_user(
                 request, f"Saved, but not created in AWS: {error}", level=messages.ERROR
+            )
+            return
+        if change and obj.deployed and {"route_key", "integration_url"} & set(form.changed_data):
+            self.message_user(
+                request,
+                f"AWS still has the old route. Sync '{obj.api_gateway}' (gateway action "
+                "'Sync routes and integrations with AWS') to apply the change.",
+                messages.WARNING,
             )
 
 

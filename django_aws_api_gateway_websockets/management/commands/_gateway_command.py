@@ -22,6 +22,7 @@ class GatewayCommand(BaseCommand):
         raise NotImplementedError
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.options = options
         try:
             gateway = ApiGateway.objects.get(pk=options["pk"])
         except ApiGateway.DoesNotExist:
