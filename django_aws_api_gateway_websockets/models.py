@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import models
+from django.db import connections, models, router, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -398,6 +398,79 @@ class ConnectionRateLimit(models.Model):
         return count < max_attempts, count
 
     @classmethod
+    def admit(
+        cls,
+        ip_address: str,
+        user: Any = None,
+        max_attempts: int = 20,
+        window_minutes: int = 5,
+    ) -> tuple[bool, int, ConnectionRateLimit]:
+        """Check the limit and record this attempt as one step: ``(allowed, earlier_attempts,
+        attempt)``; the attempt is stored as successful when allowed (mark it failed later).
+
+        On PostgreSQL the IP and user are locked first (advisory transaction locks) and the
+        count and insert are one statement, so a burst of concurrent connects never admits
+        more than ``max_attempts``. Elsewhere it is a count and an insert in a transaction:
+        exact only where transactions serialise writers (SQLite ``transaction_mode``
+        ``IMMEDIATE``).
+        """
+        user_id = _user_id(user)
+        since = timezone.now() - timedelta(minutes=window_minutes)
+        alias = router.db_for_write(cls)
+        with transaction.atomic(using=alias):
+            if connections[alias].vendor == "postgresql":
+                return cls._admit_postgresql(alias, ip_address, user_id, max_attempts, since)
+            allowed, count = cls.check_rate_limit(ip_address, user, max_attempts, window_minutes)
+            attempt = cls.objects.using(alias).create(
+                ip_address=ip_address, user_id=user_id, successful=allowed
+            )
+            return allowed, count, attempt
+
+    @classmethod
+    def _admit_postgresql(
+        cls, alias: str, ip_address: str, user_id: int | None, max_attempts: int, since: Any
+    ) -> tuple[bool, int, ConnectionRateLimit]:
+        table = connections[alias].ops.quote_name(cls._meta.db_table)
+        now = timezone.now()
+        serialize_on(alias, f"websocket-ip:{ip_address}", f"websocket-user:{user_id}")
+        with connections[alias].cursor() as cursor:
+            # A new statement after the locks: its snapshot sees every attempt committed by
+            # whoever held them before.
+            cursor.execute(
+                f"""
+                WITH counts AS (
+                    SELECT GREATEST(
+                        (SELECT COUNT(*) FROM {table}
+                         WHERE ip_address = %s AND attempt_time >= %s),
+                        (SELECT COUNT(*) FROM {table}
+                         WHERE user_id = %s AND attempt_time >= %s)
+                    ) AS n
+                ), inserted AS (
+                    INSERT INTO {table} (ip_address, user_id, attempt_time, successful)
+                    SELECT %s, %s, %s, n < %s FROM counts
+                    RETURNING id, successful
+                )
+                SELECT inserted.id, inserted.successful, counts.n FROM inserted, counts
+                """,
+                [ip_address, since, user_id, since, ip_address, user_id, now, max_attempts],
+            )
+            attempt_id, allowed, count = cursor.fetchone()
+        attempt = cls(
+            id=attempt_id,
+            ip_address=ip_address,
+            user_id=user_id,
+            attempt_time=now,
+            successful=allowed,
+        )
+        attempt._state.adding, attempt._state.db = False, alias
+        return allowed, count, attempt
+
+    def mark_failed(self) -> None:
+        """The connect this attempt admitted was refused after all."""
+        type(self).objects.filter(pk=self.pk).update(successful=False)
+        self.successful = False
+
+    @classmethod
     def record_attempt(
         cls, ip_address: str, user: Any = None, successful: bool = False
     ) -> ConnectionRateLimit:
@@ -412,6 +485,18 @@ class ConnectionRateLimit(models.Model):
         cutoff = timezone.now() - timedelta(days=days)
         deleted, _ = cls.objects.filter(attempt_time__lt=cutoff).delete()
         return deleted
+
+
+def serialize_on(alias: str, *keys: str) -> None:
+    """Inside a transaction: wait until no other transaction holds any of ``keys``
+    (PostgreSQL advisory transaction locks, always taken in the given order). Other
+    databases: nothing to do here (serialise them with their transaction mode)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return
+    locks = ", ".join(["pg_advisory_xact_lock(hashtext(%s))"] * len(keys))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {locks}", list(keys))
 
 
 def _user_id(user: Any) -> int | None:

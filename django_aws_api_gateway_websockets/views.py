@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.mail import mail_admins
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
@@ -31,6 +31,7 @@ from .models import (
     WebSocketSession,
     WebSocketToken,
     get_region_name,
+    serialize_on,
 )
 from .request_checks import (
     channel_name_valid,
@@ -214,8 +215,10 @@ class WebSocketView(View):
     def _dispatch_connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         ip_address = client_ip(request)
         user = self._session_user(request)
+        # Counted and recorded in one step, so a burst cannot slip past the limit; refusals
+        # below turn the recorded attempt into a failed one.
+        attempt = self._admit(ip_address, user)
         try:
-            self._check_rate_limit(ip_address, user)
             self._check_gateway_request(request, connecting=True)
             self._check_host_and_origin(request)
             user = self._check_token(request, user)
@@ -227,21 +230,24 @@ class WebSocketView(View):
             channel_name = self._check_channel(request)
             response = self._store_connection(request, channel_name, user, *args, **kwargs)
         except Rejection:
-            ConnectionRateLimit.record_attempt(ip_address, user=user, successful=False)
+            self._attempt_failed(attempt, ip_address, user)
             raise
-        ConnectionRateLimit.record_attempt(ip_address, user=user, successful=_is_success(response))
+        if not _is_success(response):
+            self._attempt_failed(attempt, ip_address, user)
+        elif attempt is None:
+            ConnectionRateLimit.record_attempt(ip_address, user=user, successful=True)
+        elif user is not None and attempt.user_id != user.pk:
+            # An unbound token named the user the session did not: count it against them.
+            ConnectionRateLimit.objects.filter(pk=attempt.pk).update(user=user)
         return response
 
-    def _session_user(self, request: HttpRequest) -> Any:
-        user = getattr(request, "user", None)
-        return user if user is not None and user.is_authenticated else None
-
-    def _check_rate_limit(self, ip_address: str, user: Any) -> None:
+    def _admit(self, ip_address: str, user: Any) -> ConnectionRateLimit | None:
+        """The recorded attempt, or None when rate limiting is off; 429 beyond the limit."""
         if not self.RATE_LIMIT_ENABLED:
-            return
+            return None
         max_attempts = self.RATE_LIMIT_MAX_ATTEMPTS or websocket_setting("rate_limit_max_attempts")
         window = self.RATE_LIMIT_WINDOW_MINUTES or websocket_setting("rate_limit_window_minutes")
-        allowed, count = ConnectionRateLimit.check_rate_limit(
+        allowed, count, attempt = ConnectionRateLimit.admit(
             ip_address, user=user, max_attempts=max_attempts, window_minutes=window
         )
         if not allowed:
@@ -249,6 +255,17 @@ class WebSocketView(View):
                 error_response("Too many connection attempts", 429),
                 f"rate limit: {count} attempts from {ip_address}",
             )
+        return attempt
+
+    def _attempt_failed(self, attempt: ConnectionRateLimit | None, ip_address: str, user: Any):
+        if attempt is not None:
+            attempt.mark_failed()
+        else:
+            ConnectionRateLimit.record_attempt(ip_address, user=user, successful=False)
+
+    def _session_user(self, request: HttpRequest) -> Any:
+        user = getattr(request, "user", None)
+        return user if user is not None and user.is_authenticated else None
 
     def _check_host_and_origin(self, request: HttpRequest) -> None:
         try:
@@ -554,12 +571,18 @@ class WebSocketTokenView(View):
         if not user.is_authenticated:
             return error_response("Authentication required", 403)
         limit = int(websocket_setting("token_rate_limit_per_minute"))
-        if not WebSocketToken.check_rate_limit(user, max_tokens_per_minute=limit):
-            logger.warning("Token rate limit hit by user %s", user.pk)
-            return error_response("Too many token requests", 403)
         if not request.session.session_key:
             request.session.save()
-        token = WebSocketToken.generate_token(user=user, session_key=request.session.session_key)
+        alias = router.db_for_write(WebSocketToken)
+        with transaction.atomic(using=alias):
+            # One user's concurrent requests queue here, so a burst cannot exceed the limit.
+            serialize_on(alias, f"websocket-token-user:{user.pk}")
+            if not WebSocketToken.check_rate_limit(user, max_tokens_per_minute=limit):
+                logger.warning("Token rate limit hit by user %s", user.pk)
+                return error_response("Too many token requests", 403)
+            token = WebSocketToken.generate_token(
+                user=user, session_key=request.session.session_key
+            )
         return JsonResponse(
             {"token": token.token, "expires_in": int(websocket_setting("token_expiry_seconds"))}
         )

@@ -85,6 +85,9 @@ DATABASES = {
         disable_server_side_cursors=env_bool("DJANGO_DISABLE_SERVER_SIDE_CURSORS"),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Writers queue up instead of failing, and rate-limit checks stay exact under bursts.
+    DATABASES["default"].setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -127,6 +130,12 @@ WEBSOCKETS = {
     "token_bound_to_session": env_bool("WEBSOCKETS_TOKEN_BOUND_TO_SESSION", True),
     "allowed_origins": env_list("WEBSOCKETS_ALLOWED_ORIGINS") or None,
     "integration_secret": os.environ.get("WEBSOCKETS_INTEGRATION_SECRET", ""),
+    # Connection attempts per IP address (and per user) a minute, and tokens per user a
+    # minute; raised only for load tests through the local gateway (bench/load.py).
+    "rate_limit_max_attempts": int(os.environ.get("WEBSOCKETS_RATE_LIMIT_MAX_ATTEMPTS", "20")),
+    "token_rate_limit_per_minute": int(
+        os.environ.get("WEBSOCKETS_TOKEN_RATE_LIMIT_PER_MINUTE", "20")
+    ),
 }
 # ".example.com" lets a socket on ws.example.com receive the session cookie of example.com.
 SESSION_COOKIE_DOMAIN = os.environ.get("DJANGO_SESSION_COOKIE_DOMAIN") or None

@@ -1,0 +1,81 @@
+"""Rate limits under real concurrency: a burst of simultaneous connects from one address, or
+token requests from one user, never gets more than the limit through (PostgreSQL: advisory
+locks; SQLite: IMMEDIATE transactions)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from django_aws_api_gateway_websockets.models import (
+    ApiGateway,
+    ConnectionRateLimit,
+    WebSocketSession,
+    WebSocketToken,
+)
+from tests.seed.headers import api_gateway_connect_headers
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.support_urls")]
+CLIENTS = 24
+LIMIT = 7
+
+
+def burst(work, count: int = CLIENTS) -> Counter:
+    barrier = threading.Barrier(count)
+    statuses: list[int] = []
+
+    def run(number: int) -> None:
+        try:
+            barrier.wait()
+            statuses.append(work(number))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return Counter(statuses)
+
+
+def test_concurrent_connects_from_one_address_never_exceed_the_limit(settings):
+    settings.WEBSOCKETS = {"rate_limit_max_attempts": LIMIT}
+    ApiGateway.objects.create(api_name="Test API", api_id="abc123", stage_name="test")
+
+    def connect(number: int) -> int:
+        headers = api_gateway_connect_headers(connection_id=f"burst-{number}")
+        return (
+            Client()
+            .post("/ws/connect", data="", content_type="application/json", **headers)
+            .status_code
+        )
+
+    outcome = burst(connect)
+
+    assert outcome == Counter({200: LIMIT, 429: CLIENTS - LIMIT})
+    assert WebSocketSession.objects.count() == LIMIT
+    assert ConnectionRateLimit.objects.count() == CLIENTS
+    assert ConnectionRateLimit.objects.filter(successful=True).count() == LIMIT
+
+
+def test_concurrent_token_requests_never_exceed_the_limit(settings, django_user_model):
+    settings.WEBSOCKETS = {"token_rate_limit_per_minute": LIMIT}
+    user = django_user_model.objects.create_user(username="burst")
+    client = Client()
+    client.force_login(user)
+    cookies = client.cookies
+
+    def request_token(number: int) -> int:
+        own = Client()
+        own.cookies = cookies
+        return own.post("/api/ws-token/").status_code
+
+    outcome = burst(request_token)
+
+    assert outcome == Counter({200: LIMIT, 403: CLIENTS - LIMIT})
+    assert WebSocketToken.objects.filter(user=user).count() == LIMIT
