@@ -214,6 +214,10 @@ class WebSocketView(View):
 
     def _dispatch_connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         ip_address = client_ip(request)
+        if not self._delivered_by_api_gateway(request):
+            # Not from API Gateway at all (forged, or a wrong integration secret): its address
+            # is unverified, so it must not count against, or lock out, anyone.
+            raise Rejection(error_response("Forbidden", 403), "not a WebSocket event")
         user = self._session_user(request)
         # Counted and recorded in one step, so a burst cannot slip past the limit; refusals
         # below turn the recorded attempt into a failed one.
@@ -381,6 +385,8 @@ class WebSocketView(View):
         if session is None or not session.connected:
             raise Rejection(error_response("Unknown connection", 403), "unknown connection")
         self._use_session(request, session)
+        if session.user is not None and not session.user.is_active:
+            raise Rejection(error_response("Forbidden", 403), "user deactivated")
         self._check_permissions(request)
         handler = self._select_handler(request)
         WebSocketSession.objects.filter(pk=session.pk).update(request_count=F("request_count") + 1)

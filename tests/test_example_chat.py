@@ -194,3 +194,14 @@ def test_room_page_needs_login_and_membership(users, rooms, api_gateway):
     config = page.context["client_config"]
     assert config["channel"] == "general" and config["tokenUrl"] == "/api/ws-token/"
     assert "websocket-client.js" in page.content.decode()
+
+
+def test_removed_member_stops_receiving_and_reading(users, rooms, api_gateway, aws_client):
+    connect_as(users["alice"], api_gateway, "team-a", "alice-1")
+    connect_as(users["bob"], api_gateway, "team-a", "bob-1")
+    rooms["private"].members.remove(users["bob"])
+    aws_client.post_to_connection.reset_mock()
+    message({"action": "chat_message", "message": "bob is gone"}, "alice-1")
+    recipients = {c.kwargs["ConnectionId"] for c in aws_client.post_to_connection.call_args_list}
+    assert recipients == {"alice-1"}
+    assert message({"action": "fetch_history"}, "bob-1").status_code == 403

@@ -392,3 +392,16 @@ class TestHooksAndDefaults:
         assert WebSocketSession.objects.get().user == alice
         again = connect(stranger, f"/token/connect?ws_token={token}", connection_id="c3")
         assert again.status_code == 401
+
+
+def test_requests_without_the_integration_secret_do_not_touch_the_rate_limit(
+    settings, client, api_gateway
+):
+    settings.WEBSOCKETS = {"integration_secret": "s3cret", "rate_limit_max_attempts": 2}
+    for _ in range(3):
+        assert connect(client, HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 403
+    assert not ConnectionRateLimit.objects.exists()
+    genuine = connect(
+        client, HTTP_X_FORWARDED_FOR="203.0.113.9", HTTP_X_WEBSOCKET_INTEGRATION_SECRET="s3cret"
+    )
+    assert genuine.status_code == 200

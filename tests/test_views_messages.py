@@ -289,3 +289,10 @@ class TestHostileBodies:
                 return None
 
         assert MixedView.allowed_handler_names() == {"default", "mine"}
+
+
+def test_deactivated_user_cannot_send(client, websocket_session, django_user_model):
+    websocket_session.user = django_user_model.objects.create_user(username="gone", is_active=False)
+    websocket_session.save()
+    assert send(client, {"action": "echo"}).status_code == 403
+    assert support_views.CALLS == []

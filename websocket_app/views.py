@@ -34,13 +34,21 @@ def present_users(channel: str) -> list[str]:
     return sorted(names)
 
 
+def room_audience(channel: str) -> Any:
+    """The sessions that may hear ``channel``: in a private room, only its current members
+    (someone removed keeps their socket but stops receiving)."""
+    sessions = WebSocketSession.objects.filter(channel_name=channel)
+    room = Room.objects.filter(slug=channel, is_private=True).first()
+    if room is not None:
+        sessions = sessions.filter(user__in=room.members.all())
+    return sessions
+
+
 def announce_presence(channel: str, exclude: str = "") -> None:
     """Tell everyone in ``channel`` who is there now."""
     event = {"type": "presence", "room": channel, "users": present_users(channel)}
     # A connection still in its $connect cannot receive yet: API Gateway would answer 410.
-    WebSocketSession.objects.filter(channel_name=channel).exclude(
-        connection_id=exclude
-    ).send_message(event)
+    room_audience(channel).exclude(connection_id=exclude).send_message(event)
 
 
 class ChatWebSocketView(WebSocketView):
@@ -81,13 +89,13 @@ class ChatWebSocketView(WebSocketView):
         room, _ = Room.objects.get_or_create(slug=channel, defaults={"title": channel})
         user = request.user if request.user.is_authenticated else None
         message = ChatMessage.objects.create(room=room, user=user, text=text.strip())
-        report = WebSocketSession.objects.filter(channel_name=channel).send_message(
-            message.as_event()
-        )
+        report = room_audience(channel).send_message(message.as_event())
         return JsonResponse({"type": "ack", "delivered": report.delivered})
 
     def fetch_history(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         channel = self.websocket_session.channel_name
+        if not self.is_channel_allowed(request, channel):
+            return self.permission_denied(request)
         recent = ChatMessage.objects.filter(room__slug=channel).select_related("room", "user")
         messages = [
             m.as_event() for m in reversed(recent.order_by("-created_on", "-pk")[:HISTORY_LENGTH])
