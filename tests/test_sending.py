@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -771,6 +772,7 @@ class ConnectionsServer:
         self.gone: set[str] = set()
         self.throttle: dict[str, int] = {}  # id -> how many 429s before a 200
         self.broken: set[str] = set()  # ids answered with 500
+        self.silent: set[str] = set()  # ids never answered (timeouts)
         self.requests: list[tuple[str, str, bytes]] = []
         self.lock = threading.Lock()
         server = self
@@ -788,6 +790,9 @@ class ConnectionsServer:
                     throttles_left = server.throttle.get(cid, 0)
                     if throttles_left:
                         server.throttle[cid] = throttles_left - 1
+                if cid in server.silent:
+                    time.sleep(3)  # longer than the test's request timeout
+                    return
                 if cid in server.gone:
                     self._reply(410, "GoneException")
                 elif cid in server.broken:
@@ -908,3 +913,17 @@ def test_explicit_endpoint_sends_without_any_region_setting(
     make_sessions(local_gateway, "alive=")
     report = WebSocketSession.objects.all().send_message({"type": "ping"})
     assert report.delivered == 1
+
+
+def test_timeouts_are_failures_sent_once_and_do_not_hold_up_the_rest(
+    connections_server, local_gateway, monkeypatch
+):
+    """A connection whose post times out is counted failed, not retried (a retry could
+    deliver twice); everyone else still gets the message once."""
+    monkeypatch.setattr("django_aws_api_gateway_websockets.connections_http.REQUEST_TIMEOUT", 0.5)
+    make_sessions(local_gateway, "fine-1", "stuck", "fine-2")
+    connections_server.silent = {"stuck"}
+    report = WebSocketSession.objects.all().send_message({"type": "x"})
+    assert (report.delivered, report.gone, report.failed) == (2, 0, 1)
+    assert sorted(cid for cid, _, _ in connections_server.requests) == ["fine-1", "fine-2", "stuck"]
+    assert connected_ids() == {"fine-1", "stuck", "fine-2"}
