@@ -1,4 +1,4 @@
-"""Rate limits under real concurrency: a burst of simultaneous connects from one address, or
+"""Real concurrency on the database: a burst of simultaneous connects from one address, or
 token requests from one user, never gets more than the limit through (PostgreSQL: advisory
 locks; SQLite: IMMEDIATE transactions)."""
 
@@ -79,3 +79,62 @@ def test_concurrent_token_requests_never_exceed_the_limit(settings, django_user_
 
     assert outcome == Counter({200: LIMIT, 403: CLIENTS - LIMIT})
     assert WebSocketToken.objects.filter(user=user).count() == LIMIT
+
+
+def test_fan_out_and_cleanup_run_concurrently_without_errors_or_double_sends(settings):
+    """A broadcast streams sessions while the scheduled cleanup deletes disconnected rows and
+    other connections come and go: no exception, every connected session sent once."""
+    import time
+    from unittest.mock import Mock, patch
+
+    from django.core.management import call_command
+
+    gateway = ApiGateway.objects.create(api_name="Test API", api_id="abc123", stage_name="test")
+    WebSocketSession.objects.bulk_create(
+        WebSocketSession(connection_id=f"live-{n}", api_gateway=gateway, channel_name="all")
+        for n in range(300)
+    )
+    WebSocketSession.objects.bulk_create(
+        WebSocketSession(
+            connection_id=f"old-{n}", api_gateway=gateway, channel_name="all", connected=False
+        )
+        for n in range(300)
+    )
+    client = Mock()
+
+    def slow_post(**kwargs):
+        time.sleep(0.001)
+        return {}
+
+    client.post_to_connection.side_effect = slow_post
+    errors: list[BaseException] = []
+
+    def broadcast() -> None:
+        try:
+            report = WebSocketSession.objects.filter(channel_name="all").send_message({"t": 1})
+            assert report.delivered == 300 and report.failed == 0
+        except BaseException as error:  # reported to the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def cleanup() -> None:
+        try:
+            for _ in range(5):
+                call_command("clearWebSocketSessions", stdout=__import__("io").StringIO())
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client):
+        threads = [threading.Thread(target=broadcast), threading.Thread(target=cleanup)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+    assert errors == []
+    sent = Counter(c.kwargs["ConnectionId"] for c in client.post_to_connection.call_args_list)
+    assert sent == Counter({f"live-{n}": 1 for n in range(300)})
+    assert not WebSocketSession.objects.filter(connected=False).exists()
