@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def e2e_database(tmp_dir: Path):
-    """A throw-away database of the kind the suite runs on (SQLite file or PostgreSQL)."""
-    configured = os.environ.get("DATABASE_URL", "")
+def e2e_database(tmp_dir: Path, server_url: str | None = None):
+    """A throw-away database of the kind the suite runs on (SQLite file or PostgreSQL).
+
+    ``server_url`` (default: ``DATABASE_URL``) names the PostgreSQL server to create it on.
+    """
+    configured = os.environ.get("DATABASE_URL", "") if server_url is None else server_url
     if not configured.startswith("postgres"):
         yield f"sqlite:///{tmp_dir / 'e2e.sqlite3'}"
         return
@@ -47,12 +50,15 @@ def e2e_database(tmp_dir: Path):
 class GatewayProcess:
     """``runapigateway`` on a free port, with migrations and demo users in its own database."""
 
-    def __init__(self, database_url: str, *extra_args: str) -> None:
+    def __init__(
+        self, database_url: str, *extra_args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
             "DJANGO_SETTINGS_MODULE": "project.settings",
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
             self.env.pop(name, None)

@@ -295,3 +295,52 @@ def test_connect_handler_crash_refuses_the_handshake(gateway, stub):
     with pytest.raises(InvalidStatus) as refused:
         connect(gateway.websocket_url)
     assert refused.value.response.status_code == 500
+
+
+def test_a_burst_of_connections_waits_in_the_listen_queue(gateway):
+    """A fan-out opens one @connections connection per recipient at once. While the loop is
+    busy they must wait in the kernel's accept queue: a dropped SYN costs the sender 1 s."""
+    gateway.server.get_loop().call_soon_threadsafe(time.sleep, 1.0)  # accept() stalls
+    time.sleep(0.1)
+    sockets = []
+    try:
+        for _ in range(150):  # asyncio's default backlog (100) would drop some of these
+            sockets.append(socket.create_connection(("127.0.0.1", gateway.port), timeout=0.5))
+    finally:
+        for conn in sockets:
+            conn.close()
+    assert len(sockets) == 150
+
+
+def test_stop_keeps_answering_the_sends_of_running_handlers(gateway, stub):
+    """A $disconnect still running when stop() stops waiting gets its sends answered, not
+    refused; new requests other than @connections get 503."""
+    import urllib.error
+    import urllib.request
+
+    outcomes = []
+
+    def slow_disconnect(event, context):
+        context_ = event.get("requestContext", {})
+        if context_.get("eventType") == "DISCONNECT":
+            time.sleep(0.5)  # longer than the grace period below
+            url = f"{gateway.management_url}/@connections/{context_['connectionId']}"
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=5)
+            except urllib.error.HTTPError as error:
+                outcomes.append(error.code)
+            except urllib.error.URLError as error:
+                outcomes.append(str(error.reason))
+            try:  # anything but @connections is turned away while stopping
+                urllib.request.urlopen(f"http://127.0.0.1:{gateway.port}/", timeout=5)
+            except urllib.error.HTTPError as error:
+                outcomes.append(error.code)
+        return StubHandler.__call__(stub, event, context)
+
+    gateway.handler = slow_disconnect
+    gateway.disconnect_grace_seconds = 0.1
+    with connect(gateway.websocket_url):
+        wait_for(lambda: gateway.connections)
+        loop = gateway.server.get_loop()
+        asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(30)
+    assert outcomes == [410, 503]

@@ -35,6 +35,10 @@ Handler = Callable[[dict[str, Any], Any], Any]
 RouteConfig = Callable[[], tuple[str, set[str]]]
 CONTEXT_FACTORY_DEFAULT: Callable[[], Any] = lambda: None  # noqa: E731
 READ_CHUNK = 65536
+# Pending TCP connections the kernel queues before accept() (capped by net.core.somaxconn).
+# asyncio's default of 100 overflows when fan-outs open hundreds of @connections requests at
+# once: the kernel then drops SYNs and each dropped client waits 1 s, 3 s... to retry.
+LISTEN_BACKLOG = 4096
 
 
 @dataclass(frozen=True)
@@ -117,12 +121,15 @@ class LocalApiGateway:
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.socket_tasks: set[asyncio.Task[Any]] = set()
+        # How long stop() waits for the $disconnects of the sockets it closes.
+        self.disconnect_grace_seconds = 10.0
+        self.stopping = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
-            self._serve_client, self.host, self.port, limit=256 * 1024
+            self._serve_client, self.host, self.port, limit=256 * 1024, backlog=LISTEN_BACKLOG
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -134,13 +141,22 @@ class LocalApiGateway:
     def management_url(self) -> str:
         return f"http://{self.host}:{self.port}/{self.stage}"
 
+    @property
+    def management_prefix(self) -> str:
+        return f"/{self.stage}/@connections/"
+
     async def stop(self) -> None:
         """Close every socket as going away and let each $disconnect run (the @connections
         API keeps serving the sends they make), then stop serving."""
+        self.stopping = True
         for connection in list(self.connections.values()):
             await connection.close(int(CloseCode.GOING_AWAY), "Gateway shutting down")
         if self.socket_tasks:
-            await asyncio.wait(set(self.socket_tasks), timeout=10)
+            await asyncio.wait(set(self.socket_tasks), timeout=self.disconnect_grace_seconds)
+        # Past the grace period, queued invocations are dropped; the running ones finish while
+        # this loop still answers their @connections calls (closing first refused them).
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.executor.shutdown, wait=True)
         if self.server is not None:
             self.server.close()
         # What is left are idle HTTP keep-alive readers: nothing to finish.
@@ -148,7 +164,6 @@ class LocalApiGateway:
             task.cancel()
         if self.server is not None:
             await self.server.wait_closed()
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def invoke(self, event: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -188,6 +203,11 @@ class LocalApiGateway:
                 return
             if request is None:
                 return
+            if self.stopping and not request.path.startswith(self.management_prefix):
+                # Only the sends of handlers still running are served while stopping.
+                writer.write(response_bytes(503, [], b"Gateway shutting down", False))
+                await writer.drain()
+                return
             if request.wants_websocket:
                 task = asyncio.current_task()
                 if task is not None:
@@ -207,7 +227,7 @@ class LocalApiGateway:
     async def _http(
         self, request: Request, writer: asyncio.StreamWriter
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        prefix = f"/{self.stage}/@connections/"
+        prefix = self.management_prefix
         if request.path.startswith(prefix):
             return await self._management(request, unquote(request.path[len(prefix) :]))
         source_ip = _peer_ip(writer)
