@@ -180,11 +180,23 @@ class GatewayLog(threading.Thread):
                 status = self.STATUS.search(line)
                 self.statuses[int(status.group(1)) if status else 0] += 1
             if any(marker in line for marker in self.TROUBLE):
-                self.errors.append(line.strip()[:1000])
+                self.errors.append(summarize(line))
 
     @property
     def server_errors(self) -> int:
         return sum(count for status, count in self.statuses.items() if status >= 500)
+
+
+def summarize(line: str) -> str:
+    """A log line as its message and, for a JSON record, the last line of its exception."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line.strip()[:300]
+    if not isinstance(record, dict):
+        return line.strip()[:300]
+    exception = str(record.get("exception") or "").strip().splitlines()
+    return f"{record.get('message', '')} {exception[-1] if exception else ''}".strip()[:300]
 
 
 # ---------------------------------------------------------------------------- clients
