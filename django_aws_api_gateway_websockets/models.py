@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,18 @@ def get_boto3_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
             session_kwargs["aws_session_token"] = session_token
     if "region_name" not in kwargs:  # not setdefault: that would demand a region regardless
         kwargs["region_name"] = get_region_name()
-    return boto3.session.Session(**session_kwargs).client(service, **kwargs)
+    # A Session loads endpoint and service data from disk (~100 ms of CPU): keep one per
+    # credential set for the life of the process. Session.client is not thread-safe.
+    key = (boto3.session.Session, tuple(sorted(session_kwargs.items())))
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = _SESSIONS[key] = boto3.session.Session(**session_kwargs)
+        return session.client(service, **kwargs)
+
+
+_SESSIONS: dict[tuple[Any, ...], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
 
 
 def validate_endpoint_url(value: str) -> None:

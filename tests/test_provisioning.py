@@ -994,3 +994,14 @@ def test_client_passes_a_session_token_with_temporary_keys(settings, session_cla
     session_class.assert_called_once_with(
         aws_access_key_id="ASIAEXAMPLE", aws_secret_access_key="secret", aws_session_token="token"
     )
+
+
+def test_one_boto3_session_per_credential_set(settings, session_class):
+    """Sessions load AWS's service data (~100 ms): every send must not pay that again."""
+    get_boto3_client("apigatewaymanagementapi", endpoint_url="https://a.example/p")
+    get_boto3_client("apigatewaymanagementapi", endpoint_url="https://b.example/p")
+    assert session_class.call_count == 1
+    assert session_class.return_value.client.call_count == 2
+    settings.AWS_IAM_PROFILE = "other"
+    get_boto3_client("lambda")
+    assert session_class.call_count == 2
