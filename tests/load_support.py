@@ -58,6 +58,8 @@ class LoadConfig:
     rooms: int = 5
     users: int = 0  # 0: one user per client
     window: int = 2  # chat messages sent and not yet answered, at most
+    # Connects in flight. SQLite: $connect holds the write lock through its presence fan-out,
+    # and writers waiting over 5 s fail (bench/README.md, "What dominates").
     connect_concurrency: int = 2
     workers: int = 8  # runapigateway --workers: concurrent Lambda invocations
     timeout: float = 600.0  # the whole run, start-up included
