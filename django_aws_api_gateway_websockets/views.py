@@ -33,6 +33,7 @@ from .models import (
     get_region_name,
     serialize_on,
 )
+from .prepared import PreparedGet, PreparedUpdate
 from .request_checks import (
     channel_name_valid,
     client_ip,
@@ -42,6 +43,18 @@ from .request_checks import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The statements of every message and disconnect, compiled to SQL once per database: compiling
+# them cost more than running them (see prepared.py and bench/event_latency.py).
+find_session = PreparedGet(
+    lambda connection_id: WebSocketSession.objects.select_related("api_gateway", "user").filter(
+        connection_id=connection_id
+    )
+)
+count_request = PreparedUpdate(
+    WebSocketSession, "connection_id", request_count=F("request_count") + 1
+)
+mark_disconnected = PreparedUpdate(WebSocketSession, "connection_id", connected=False)
 
 CONNECT = "connect"
 DISCONNECT = "disconnect"
@@ -373,7 +386,7 @@ class WebSocketView(View):
             logger.info("Disconnect of unknown connection %s", self.connection_id_header(request))
             return JsonResponse({"status": "disconnected"})
         self._use_session(request, session)
-        WebSocketSession.objects.filter(pk=session.pk).update(connected=False)
+        mark_disconnected(session.connection_id)
         session.connected = False
         return self._run_handler(self.disconnect, request, *args, **kwargs)
 
@@ -389,7 +402,7 @@ class WebSocketView(View):
             raise Rejection(error_response("Forbidden", 403), "user deactivated")
         self._check_permissions(request)
         handler = self._select_handler(request)
-        WebSocketSession.objects.filter(pk=session.pk).update(request_count=F("request_count") + 1)
+        count_request(session.connection_id)
         return self._run_handler(handler, request, *args, **kwargs)
 
     def _parse_body(self, request: HttpRequest) -> dict[str, Any]:
@@ -411,13 +424,7 @@ class WebSocketView(View):
 
     def _find_session(self, request: HttpRequest) -> WebSocketSession | None:
         """The session of this connection, if it belongs to the calling API."""
-        try:
-            # get(), not first(): no ORDER BY, and connection ids are unique.
-            session = WebSocketSession.objects.select_related("api_gateway", "user").get(
-                connection_id=self.connection_id_header(request)
-            )
-        except WebSocketSession.DoesNotExist:
-            session = None
+        session = find_session(self.connection_id_header(request))
         if session is None or session.api_gateway is None:
             return session
         calling_api = request.headers.get("X-Amzn-Apigateway-Api-Id", "")

@@ -65,11 +65,11 @@ class InvocationMetrics:
     def flush(self) -> None:
         if not self.counts:
             return
-        from aws_lambda_powertools.metrics import Metrics, MetricUnit
+        from aws_lambda_powertools.metrics import MetricUnit
 
-        metrics = Metrics(
-            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE),
-            service=os.environ.get("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE),
+        metrics = _metrics(
+            os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE),
+            os.environ.get("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE),
         )
         for name, value in sorted(self.counts.items()):
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
@@ -78,6 +78,14 @@ class InvocationMetrics:
 
 
 current_metrics = InvocationMetrics()
+
+
+@lru_cache(maxsize=4)
+def _metrics(namespace: str, service: str) -> Any:
+    """One powertools Metrics per namespace and service: building one costs more than a flush."""
+    from aws_lambda_powertools.metrics import Metrics
+
+    return Metrics(namespace=namespace, service=service)
 
 
 def _count_sends(sender: Any, report: Any, **kwargs: Any) -> None:
