@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -73,15 +74,47 @@ def test_stage_uses_our_handler_a_current_runtime_and_least_privilege(stage):
     assert settings["aws_environment_variables"]["DJANGO_SETTINGS_MODULE"] == "project.settings"
 
 
-def test_package_holds_the_app_and_not_the_tests(tmp_path):
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("package")
     package = tmp_path / "package.zip"
     result = zappa("package", "production", "-o", str(package), tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
+    return package
+
+
+def test_package_holds_the_app_and_not_the_tests(package):
     names = zipfile.ZipFile(package).namelist()
     assert "lambda_handler.py" in names
     assert "django_aws_api_gateway_websockets/serverless/handler.py" in names
     assert "django_aws_api_gateway_websockets/migrations/0001_initial.py" in names
     assert not [n for n in names if n.startswith(("tests/", "docs/", "events/", ".venv/"))]
+
+
+def test_package_bytecode_is_used_although_zappa_dates_every_file_1980(package, tmp_path):
+    """zappa's prebuild_script writes hash-checked bytecode: on Lambda's read-only disk,
+    timestamp-checked bytecode would be stale (zip dates) and recompiled in every cold start."""
+    archive = zipfile.ZipFile(package)
+    module = "django_aws_api_gateway_websockets/serverless/events"
+    bytecode = f"{Path(module).parent}/__pycache__/events.{sys.implementation.cache_tag}.pyc"
+    assert bytecode in archive.namelist()
+    assert int.from_bytes(archive.read(bytecode)[4:8], "little") == 0b11  # checked hash
+
+    task = tmp_path / "task"
+    archive.extractall(task)
+    for member in archive.infolist():
+        dated = datetime(*member.date_time).timestamp()
+        os.utime(task / member.filename, (dated, dated))
+    result = subprocess.run(
+        [sys.executable, "-v", "-c", f"import {module.replace('/', '.')}"],
+        cwd=task,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(task)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{task / bytecode} matches {task / module}.py" in result.stderr
 
 
 @pytest.mark.django_db
