@@ -153,11 +153,18 @@ def test_createdemo_is_idempotent():
 
 
 def test_presence_is_announced_to_the_room_on_connect_and_disconnect(
-    users, rooms, api_gateway, aws_client
+    users, rooms, api_gateway, aws_client, django_capture_on_commit_callbacks
 ):
-    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        connect_as(users["alice"], api_gateway, "general", "alice-1")
     aws_client.post_to_connection.reset_mock()
-    connect_as(users["bob"], api_gateway, "general", "bob-1")
+    with django_capture_on_commit_callbacks() as after_commit:
+        connect_as(users["bob"], api_gateway, "general", "bob-1")
+    # Nothing is sent while $connect's transaction is open ...
+    aws_client.post_to_connection.assert_not_called()
+    for callback in after_commit:
+        callback()
+    # ... the announcement goes out once it has committed.
     calls = aws_client.post_to_connection.call_args_list
     # Only alice is told: bob's own connection is still in its $connect.
     assert [call.kwargs["ConnectionId"] for call in calls] == ["alice-1"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -58,7 +59,12 @@ class ChatWebSocketView(WebSocketView):
 
     def connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         session = self.websocket_session
-        announce_presence(session.channel_name, exclude=session.connection_id)
+        # $connect runs in a transaction (a refused connect keeps no session). Announce once
+        # it has committed: the others then see the newcomer, and the sends do not hold the
+        # transaction (on SQLite, the database's only write lock) open.
+        transaction.on_commit(
+            lambda: announce_presence(session.channel_name, exclude=session.connection_id)
+        )
         return super().connect(request, *args, **kwargs)
 
     def disconnect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
