@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from unittest.mock import Mock, patch
 
 import pytest
@@ -353,6 +354,52 @@ class TestObservability:
         handler(load_event("keep_warm"), None)
         line = log_lines(capsys.readouterr().out)[-1]
         assert "connection_id" not in line and "route_key" not in line
+
+    def test_concurrent_invocations_keep_their_own_keys_and_counts(
+        self, handler, monkeypatch, capsys
+    ):
+        """The local gateway runs invocations in threads: each log line and metrics document
+        must describe its own invocation."""
+        from django.db import connection
+
+        from django_aws_api_gateway_websockets.serverless.events import WebSocketEvent
+
+        both_started = threading.Barrier(2, timeout=10)
+        build = WebSocketEvent.as_wsgi_event
+
+        def overlapping(self, *args, **kwargs):
+            both_started.wait()  # both invocations have set their keys; neither has logged
+            return build(self, *args, **kwargs)
+
+        monkeypatch.setattr(WebSocketEvent, "as_wsgi_event", overlapping)
+        results = {}
+
+        def invoke(name):
+            event = load_event("message_history")
+            event["requestContext"]["connectionId"] = f"{name}Conn="
+            event["requestContext"]["requestId"] = f"{name}Request="
+            try:
+                results[name] = handler(event, None)["statusCode"]
+            finally:
+                connection.close()
+
+        capsys.readouterr()
+        threads = [threading.Thread(target=invoke, args=(name,)) for name in ("first", "second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert results == {"first": 403, "second": 403}  # unknown connections
+
+        lines = log_lines(capsys.readouterr().out)
+        handled = [line for line in lines if line.get("message") == "Event handled"]
+        assert sorted((line["connection_id"], line["correlation_id"]) for line in handled) == [
+            ("firstConn=", "firstRequest="),
+            ("secondConn=", "secondRequest="),
+        ]
+        documents = [line for line in lines if "_aws" in line]
+        assert [document["Messages"] for document in documents] in ([1.0, 1.0], [[1.0], [1.0]])
+        assert not [line for line in lines if line.get("message") == "Could not flush metrics"]
 
 
 class TestReviewFixes:

@@ -81,7 +81,7 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
 
     def websocket(event: dict[str, Any], context: Any) -> dict[str, Any]:
         parsed = WebSocketEvent.from_event(event)
-        logger.append_keys(
+        logger.thread_safe_append_keys(
             connection_id=parsed.connection_id,
             route_key=parsed.route_key,
             event_type=parsed.event_type,
@@ -121,9 +121,14 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
     def handler(event: Any, context: Any) -> Any:
         started = time.perf_counter()
         kind = classify(event)
-        logger.append_keys(cold_start=cold_start[0], event_kind=kind.value)
+        # Per-invocation keys live in the thread's context: the local gateway runs several
+        # invocations at once in threads, and their log lines must not borrow each other's.
+        logger.thread_safe_append_keys(
+            cold_start=cold_start[0],
+            event_kind=kind.value,
+            correlation_id=_request_id(event, context),
+        )
         cold_start[0] = False
-        logger.set_correlation_id(_request_id(event, context))
         try:
             result = dispatch(kind, event, context)
         except MalformedEvent as error:
@@ -142,8 +147,7 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
-        logger.remove_keys(["connection_id", "route_key", "event_type", "event_kind", "cold_start"])
-        logger.set_correlation_id(None)
+        logger.thread_safe_clear_keys()
         _flush_metrics(current_metrics, logger)
         return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections import Counter
 from functools import lru_cache
 from typing import Any
@@ -53,17 +54,28 @@ def get_logger() -> Any:
 
 
 class InvocationMetrics:
-    """Counts for one invocation, flushed as one EMF document."""
+    """Counts for one invocation, flushed as one EMF document.
+
+    Counts belong to the thread that runs the invocation: Lambda runs one at a time per
+    process, but the local gateway runs several in threads, and each must flush its own."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
+        self._local = threading.local()
+
+    @property
+    def counts(self) -> Counter[str]:
+        counts = getattr(self._local, "counts", None)
+        if counts is None:
+            counts = self._local.counts = Counter()
+        return counts
 
     def add(self, name: str, value: int = 1) -> None:
         if value:
             self.counts[name] += value
 
     def flush(self) -> None:
-        if not self.counts:
+        counts = self.counts
+        if not counts:
             return
         from aws_lambda_powertools.metrics import MetricUnit
 
@@ -71,10 +83,15 @@ class InvocationMetrics:
             os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE),
             os.environ.get("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE),
         )
-        for name, value in sorted(self.counts.items()):
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-        metrics.flush_metrics()
-        self.counts.clear()
+        # powertools keeps the metric set on the class, shared by every thread.
+        with _flush_lock:
+            for name, value in sorted(counts.items()):
+                metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            metrics.flush_metrics()
+        counts.clear()
+
+
+_flush_lock = threading.Lock()
 
 
 current_metrics = InvocationMetrics()
