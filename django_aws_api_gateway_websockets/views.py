@@ -383,7 +383,15 @@ class WebSocketView(View):
     def _dispatch_disconnect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         session = self._find_session(request)
         if session is None:
-            logger.info("Disconnect of unknown connection %s", self.connection_id_header(request))
+            connection_id = self.connection_id_header(request)
+            logger.info("Disconnect of unknown connection %s", connection_id)
+            # API Gateway does not order a connection's events: this $disconnect may have
+            # overtaken its $connect. Remember the id as disconnected, so a late $connect finds
+            # it taken (409) instead of leaving a session that no socket stands behind.
+            WebSocketSession.objects.bulk_create(
+                [WebSocketSession(connection_id=connection_id, connected=False)],
+                ignore_conflicts=True,
+            )
             return JsonResponse({"status": "disconnected"})
         self._use_session(request, session)
         mark_disconnected(session.connection_id)

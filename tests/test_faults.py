@@ -74,9 +74,19 @@ class TestOutOfOrderEvents:
         )
         return make_lambda_handler()
 
-    def test_disconnect_before_connect_is_harmless(self, handler):
+    def test_disconnect_before_connect_refuses_the_late_connect(self, handler, django_user_model):
         assert handler(load_event("disconnect"), None)["statusCode"] == 200
-        assert not WebSocketSession.objects.exists()
+        user = django_user_model.objects.create_user(username="alice")
+        late = authenticate_connect_event(load_event("connect"), user)
+        # The socket is already gone: no session may be left connected for it.
+        assert handler(late, None)["statusCode"] == 409
+        assert not WebSocketSession.objects.filter(connected=True).exists()
+        assert WebSocketSession.objects.get().connection_id == SAMPLE_CONNECTION_ID
+
+    def test_disconnect_before_connect_twice_is_harmless(self, handler):
+        assert handler(load_event("disconnect"), None)["statusCode"] == 200
+        assert handler(load_event("disconnect"), None)["statusCode"] == 200
+        assert WebSocketSession.objects.filter(connected=False).count() == 1
 
     def test_repeated_connect_keeps_the_first(self, handler, django_user_model):
         user = django_user_model.objects.create_user(username="alice")
