@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, router, transaction
@@ -26,19 +26,6 @@ MARKER = "__prepared_query_parameter_5b1e__"
 
 
 @dataclass(frozen=True)
-class _Compiled:
-    sql: str
-    params: tuple[Any, ...]
-    marker_index: int
-    compiler: Any
-
-    def bind(self, value: Any) -> list[Any]:
-        params = list(self.params)
-        params[self.marker_index] = value
-        return params
-
-
-@dataclass(frozen=True)
 class _RowPlan:
     """How one row becomes the model instance and its ``select_related`` instances."""
 
@@ -48,6 +35,20 @@ class _RowPlan:
     first: int
     last: int
     populators: list[Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: tuple[Any, ...]
+    marker_index: int
+    compiler: Any
+    plan: _RowPlan | None = None
+
+    def bind(self, value: Any) -> list[Any]:
+        params = list(self.params)
+        params[self.marker_index] = value
+        return params
 
 
 def _compile(compiler: Any) -> _Compiled:
@@ -75,9 +76,6 @@ class _PerDatabase:
                 self._compiled[alias] = compiled
         return compiled
 
-    def clear(self) -> None:
-        self._compiled.clear()
-
 
 class PreparedGet(Generic[ModelT]):
     """``build(value).get()`` for a unique lookup, without compiling the SQL each time.
@@ -99,7 +97,7 @@ class PreparedGet(Generic[ModelT]):
         # as QuerySet iteration would on every evaluation.
         klass_info, select = compiler.klass_info, compiler.select
         first, last = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        compiler.prepared_plan = _RowPlan(
+        plan = _RowPlan(
             converters=compiler.get_converters(
                 [column[0] for column in select[: compiler.col_count]]
             ),
@@ -109,7 +107,7 @@ class PreparedGet(Generic[ModelT]):
             last=last,
             populators=get_related_populators(klass_info, select, alias),
         )
-        return compiled
+        return replace(compiled, plan=plan)
 
     def __call__(self, value: Any) -> ModelT | None:
         alias = router.db_for_read(self._model)
@@ -119,18 +117,14 @@ class PreparedGet(Generic[ModelT]):
             row = cursor.fetchone()
         if row is None:
             return None
-        compiler = compiled.compiler
-        plan: _RowPlan = compiler.prepared_plan
+        plan = compiled.plan
+        assert plan is not None  # set by _compile_for
         if plan.converters:
-            row = next(iter(compiler.apply_converters([row], plan.converters)))
+            row = next(iter(compiled.compiler.apply_converters([row], plan.converters)))
         instance = plan.model.from_db(alias, plan.names, row[plan.first : plan.last])
         for populator in plan.populators:
             populator.populate(row, instance)
         return instance
-
-    def clear(self) -> None:
-        """Forget the compiled SQL (tests that swap databases)."""
-        self._statements.clear()
 
 
 class PreparedUpdate:
@@ -164,7 +158,3 @@ class PreparedUpdate:
         ):
             cursor.execute(compiled.sql, compiled.bind(value))
             return cursor.rowcount
-
-    def clear(self) -> None:
-        """Forget the compiled SQL (tests that swap databases)."""
-        self._statements.clear()
