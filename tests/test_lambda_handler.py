@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import threading
 from unittest.mock import Mock, patch
@@ -311,6 +312,25 @@ class TestMalformed:
         assert result == {"statusCode": 500, "body": "Internal error"}
         lines = log_lines(capsys.readouterr().out)
         assert any("adapter bug" in line.get("exception", "") for line in lines)
+
+
+class TestSetUp:
+    def test_setup_objects_are_frozen_and_collection_resumes(self, settings):
+        """Set-up runs without cyclic collection and freezes what it made; afterwards the
+        collector must be back on, or a warm container would never collect cycles."""
+        gc.unfreeze()
+        assert gc.get_freeze_count() == 0
+        make_lambda_handler()
+        assert gc.get_freeze_count() > 0
+        assert gc.isenabled()
+
+    def test_a_caller_that_disabled_collection_keeps_it_disabled(self, settings):
+        gc.disable()
+        try:
+            make_lambda_handler()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
 
 
 class TestObservability:
