@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host.
     # None means "use CSRF_TRUSTED_ORIGINS".
     "allowed_origins": None,
+    # A handshake without Origin comes from a non-browser client (app, script, device) and is
+    # allowed (the token still applies); True refuses it with 403.
+    "require_origin": False,
     # Where the Lambda handler delivers WebSocket events; {route} becomes connect, disconnect,
     # default or a custom route key.
     "websocket_path": "/ws/{route}",

@@ -117,8 +117,9 @@ class WebSocketView(View):
         "X-Amzn-Apigateway-Api-Id",
     ]
     additional_required_headers: list[str] = []
+    # No "Origin": browsers always send one, but mobile apps, scripts and IoT clients do not,
+    # and the Origin check exists to stop other sites' pages (WEBSOCKETS["require_origin"]).
     required_connection_headers: list[str] = [
-        "Origin",
         "Sec-Websocket-Key",
         "Sec-Websocket-Version",
     ]
@@ -290,6 +291,11 @@ class WebSocketView(View):
         except DisallowedHost:
             raise Rejection(error_response("Host not allowed", 400), "host not allowed") from None
         origin = request.headers.get("Origin")
+        if not origin:
+            # Not a browser: no other site's page can be behind it. The token still applies.
+            if websocket_setting("require_origin"):
+                raise Rejection(error_response("Origin required", 403), "no Origin header")
+            return
         if not origin_allowed(origin, host, request.is_secure()):
             raise Rejection(error_response("Origin not allowed", 403), f"origin {origin!r}")
 

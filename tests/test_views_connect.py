@@ -151,7 +151,6 @@ class TestHeaders:
             "HTTP_CONNECTIONID",
             "HTTP_USER_AGENT",
             "HTTP_X_AMZN_APIGATEWAY_API_ID",
-            "HTTP_ORIGIN",
             "HTTP_SEC_WEBSOCKET_KEY",
             "HTTP_SEC_WEBSOCKET_VERSION",
         ],
@@ -228,6 +227,24 @@ class TestOrigin:
         assert response.status_code == 403
         assert response.json() == {"error": "Origin not allowed"}
         assert failed_attempts() == 1
+
+    def test_non_browser_client_without_origin_connects(self, client, api_gateway):
+        # Mobile apps, scripts and IoT clients send no Origin; only other sites' pages do.
+        response = connect(client, HTTP_ORIGIN=None)
+        assert response.status_code == 200
+        assert WebSocketSession.objects.filter(connection_id="connection-1").exists()
+
+    def test_missing_origin_refused_when_required(self, settings, client, api_gateway):
+        settings.WEBSOCKETS = {"require_origin": True}
+        response = connect(client, HTTP_ORIGIN=None)
+        assert response.status_code == 403
+        assert response.json() == {"error": "Origin required"}
+        assert not WebSocketSession.objects.exists()
+        assert failed_attempts() == 1
+
+    def test_empty_origin_is_no_origin(self, settings, client, api_gateway):
+        settings.WEBSOCKETS = {"require_origin": True}
+        assert connect(client, HTTP_ORIGIN="").status_code == 403
 
     def test_http_origin_refused_for_a_secure_socket(self, client, api_gateway):
         assert connect(client, HTTP_ORIGIN="http://testserver").status_code == 403
