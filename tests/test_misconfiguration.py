@@ -158,3 +158,26 @@ def test_no_region_for_a_fan_out_is_one_line_not_a_traceback_per_session(
     lines = log_lines(capsys.readouterr().out)
     naming = [line for line in lines if "AWS_GATEWAY_REGION_NAME" in line.get("message", "")]
     assert len(naming) == 1 and "exception" not in naming[0]
+
+
+def test_postgresql_connect_is_bounded_so_a_silent_network_still_gets_its_line():
+    import subprocess
+    import sys
+
+    from tests.lambda_process import ROOT
+
+    script = (
+        "from django.conf import settings; "
+        "print(settings.DATABASES['default']['OPTIONS']['connect_timeout'])"
+    )
+    env = lambda_environment(DATABASE_URL="postgres://u:p@db.example.internal:5432/w")
+    for extra, expected in (({}, "10"), ({"DJANGO_DB_CONNECT_TIMEOUT": "25"}, "25")):
+        output = subprocess.run(
+            [sys.executable, "-c", f"import django; django.setup(); {script}"],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert output.strip().splitlines()[-1] == expected
