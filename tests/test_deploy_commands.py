@@ -102,3 +102,18 @@ def test_createrooms_refuses_a_bad_slug(manage, slug):
     result = manage(f"createrooms general '{slug}'")
     assert result["statusCode"] == 400 and "slug" in result["error"]
     assert not Room.objects.exists()
+
+
+def test_health_answers_ok_and_503_without_the_database(client, monkeypatch):
+    """Served outside Lambda (runserver, gunicorn) the view checks the database itself."""
+    from django.db import OperationalError, connection
+
+    assert client.get("/health/").json() == {"status": "ok"}
+
+    def refuse() -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connection, "ensure_connection", refuse)
+    response = client.get("/health/")
+    assert response.status_code == 503
+    assert response.json() == {"status": "database unavailable"}
