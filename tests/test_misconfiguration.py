@@ -77,6 +77,9 @@ def test_unexpected_setup_error_logs_its_traceback_once_and_answers_500(tmp_path
     assert len(tracebacks) == 1 and "sixty" in tracebacks[0]["exception"]
     per_event = [line for line in logs if line["message"].startswith("Function misconfigured")]
     assert len(per_event) == 2 and "ValueError" in per_event[0]["message"]
+    # The settings line that failed names the variable to fix.
+    assert "project/settings.py, line" in per_event[0]["message"]
+    assert "WEBSOCKETS_TOKEN_EXPIRY_SECONDS" in per_event[0]["message"]
 
 
 def test_unreachable_database_answers_503_and_names_database_url(tmp_path):

@@ -10,6 +10,7 @@ to misread; an unreachable database becomes Django's HTML 500 page plus a traceb
 from __future__ import annotations
 
 import json
+import os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -54,12 +55,20 @@ def error_answer(kind: EventKind, event: Any, status: int, public: str, detail: 
 
 
 def setup_failure_message(error: BaseException) -> str:
-    """One line naming what to fix: an ImproperlyConfigured message names the setting."""
+    """One line naming what to fix: an ImproperlyConfigured message names the setting; for
+    any other error, the settings line that raised it names the variable (e.g. an ``int()``
+    of a non-numeric environment variable)."""
     from django.core.exceptions import ImproperlyConfigured
 
     if isinstance(error, ImproperlyConfigured):
         return str(error)
-    return f"{type(error).__name__}: {error}"
+    message = f"{type(error).__name__}: {error}"
+    settings_file = os.environ.get("DJANGO_SETTINGS_MODULE", "").replace(".", os.sep) + ".py"
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        if settings_file != ".py" and frame.filename.endswith(os.sep + settings_file):
+            return f"{message} (in {settings_file}, line {frame.lineno}: {frame.line})"
+    return message
 
 
 def misconfigured_handler(error: BaseException) -> LambdaHandler:
