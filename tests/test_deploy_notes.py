@@ -221,3 +221,24 @@ def test_notes_and_settings_agree_on_the_connections_permission():
     # The library calls only POST on @connections: nothing to grant for GET or DELETE.
     assert "post_to_connection" in calls
     assert "get_connection(" not in calls and "delete_connection(" not in calls
+
+
+def test_the_deployer_policy_is_valid_and_covers_what_zappa_calls():
+    block = re.search(r"\$ cat deployer-policy.json\n(.*?)\n\$ ", deploy_section(), re.S)
+    policy = json.loads(block.group(1))
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    # zappa deploy: the execution role (create_iam_roles), the function, the REST API's
+    # stack, the schedules, the package upload; createApiGateway from the workstation.
+    for needed in (
+        "iam:CreateRole",
+        "iam:PutRolePolicy",
+        "iam:GetRole",
+        "iam:PassRole",
+        "iam:UpdateAssumeRolePolicy",
+        "lambda:*",
+        "apigateway:*",
+        "cloudformation:*",
+        "events:*",
+        "s3:*",
+    ):
+        assert needed in actions
