@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import string
 import subprocess
 import sys
 import uuid
@@ -28,6 +29,10 @@ from tests.lambda_process import ROOT, invoke_in_process, lambda_environment
 NOTES = (ROOT / "serverless-notes.md").read_text()
 SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 NEEDS_AWS = {"createApiGateway", "createCustomDomain"}
+SHELL_VARIABLES = {
+    "ARN": "arn:aws:lambda:eu-west-1:123456789012:function:serverless-websockets-dev",
+    "FUNCTION": "serverless-websockets-dev",
+}
 HOST = "rest123456.execute-api.eu-west-1.amazonaws.com"
 ADMIN = {
     "DJANGO_SUPERUSER_USERNAME": "admin",
@@ -56,7 +61,8 @@ def manage_commands(text: str) -> list[str]:
     for command in console_commands(text):
         words = shlex.split(command)
         if words[:3] == ["zappa", "manage", "dev"]:
-            found.append(" ".join(words[3:]))
+            # The notes' shell variables, expanded as bash does inside double quotes.
+            found.append(string.Template(" ".join(words[3:])).substitute(SHELL_VARIABLES))
         elif words[:3] == ["aws", "lambda", "invoke"]:
             payload = json.loads(words[words.index("--payload") + 1])
             if "manage" in payload:
@@ -153,6 +159,8 @@ def test_notes_manage_commands_run_in_order_through_the_handler(fresh_database, 
     assert site["login"] == 302 and "login" not in site["location"]
     assert site["index"] == 200 and "General" in site["body"] and "Random" in site["body"]
     assert site["admin"] == 200
+    # Step 5's record, which step 6's `createApiGateway --pk 1` provisions.
+    assert site["gateway"] == ["chat", "production", SHELL_VARIABLES["ARN"]]
 
 
 SITE_CHECKS = r"""
@@ -178,8 +186,12 @@ jar = {"Cookie": "; ".join(cookies + session)}
 index, _ = call(rest_event("GET", "/", jar))
 admin, _ = call(rest_event("GET", "/admin/", jar))
 location = (login.get("multiValueHeaders") or {}).get("Location", [""])[0]
+from django_aws_api_gateway_websockets.models import ApiGateway
+gateway = ApiGateway.objects.get(pk=1)
 json.dump({"login": login["statusCode"], "location": location, "index": index["statusCode"],
-           "body": index["body"], "admin": admin["statusCode"]}, open(sys.argv[1], "w"))
+           "body": index["body"], "admin": admin["statusCode"],
+           "gateway": [gateway.api_name, gateway.stage_name, gateway.lambda_function_arn]},
+          open(sys.argv[1], "w"))
 """
 
 
