@@ -12,7 +12,7 @@ import pytest
 
 from django_aws_api_gateway_websockets.models import ApiGateway, WebSocketSession
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler
-from tests.lambda_process import invoke_in_process, lambda_environment
+from tests.lambda_process import ROOT, invoke_in_process, lambda_environment
 from tests.lambda_support import SAMPLE_API_ID, SAMPLE_CONNECTION_ID, load_event, log_lines
 
 ERROR_EVENTS = ["connect", "http_rest_v1", "http_api_v2", "message_chat", "keep_warm"]
@@ -33,7 +33,10 @@ def assert_clean(result: dict, status: int) -> None:
 @pytest.mark.parametrize(
     "secret",
     [
-        "REPLACE-at-deploy-time",
+        # What zappa_settings.json ships, exactly.
+        json.loads((ROOT / "zappa_settings.json").read_text())["dev"]["aws_environment_variables"][
+            "DJANGO_SECRET_KEY"
+        ],
         "django-insecure-abcdefghijklmnopqrstuvwxyz0123456789abcdefgh",
         "qz7-tiny",
     ],
@@ -166,8 +169,6 @@ def test_no_region_for_a_fan_out_is_one_line_not_a_traceback_per_session(
 def test_postgresql_connect_is_bounded_so_a_silent_network_still_gets_its_line():
     import subprocess
     import sys
-
-    from tests.lambda_process import ROOT
 
     script = (
         "from django.conf import settings; "
