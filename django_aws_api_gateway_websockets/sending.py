@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -227,6 +228,8 @@ def send_to_sessions(
     # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
     http_outcomes: list[tuple[str, str]] = []
     fan_out: FanOut | None = None
+    # Why sessions could not be sent to (a setting to fix), and how many: logged once.
+    unsendable: Counter[str] = Counter()
 
     def count(connection_id: str, outcome: str) -> None:
         if outcome == DELIVERED:
@@ -249,10 +252,10 @@ def send_to_sessions(
                 continue
             try:
                 endpoint = management_endpoint_for(explicit_url, api_id, stage_name)
-            except ImproperlyConfigured:
+            except ImproperlyConfigured as error:
                 # Like a session without a gateway: counted, so one misconfigured gateway
                 # neither aborts the broadcast half-way nor skips marking the gone sessions.
-                logger.exception("Session %s: gateway cannot send; not sent", connection_id)
+                unsendable[str(error)] += 1
                 report.failed += 1
                 continue
             client = clients.get(endpoint)
@@ -282,6 +285,8 @@ def send_to_sessions(
         for connection_id, outcome in http_outcomes:
             count(connection_id, outcome)
 
+    for reason, sessions in unsendable.items():
+        logger.error("%d session(s) not sent: %s", sessions, reason)
     if report.gone_connection_ids:
         mark_gone(report.gone_connection_ids)
     messages_sent.send(sender=WebSocketSession, report=report)

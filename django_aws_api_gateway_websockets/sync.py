@@ -1,6 +1,11 @@
 """Keeping AWS in step with Django: compare an API's routes, integrations and stage with the
 ``ApiGateway`` and ``ApiGatewayAdditionalRoute`` records, plan the differences, apply them,
 and redeploy the stage once. A second run plans nothing.
+
+Deployment state is compared too: a route or target changed in AWS serves nobody until the
+stage is deployed again. The record's ``deployment_id`` is cleared before changes are applied
+and set by the deployment that follows them, so a run that failed between the two leaves a
+difference (the stage's deployment is not the record's) that the next run redeploys.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ if TYPE_CHECKING:
 class Change:
     """One difference between Django and AWS, and what applying it does."""
 
-    action: str  # "create route", "retarget route", "delete route", "create stage"
+    # "create route", "retarget route", "delete route", "create stage", "deploy route",
+    # "deploy stage"
+    action: str
     route_key: str = ""
     detail: str = ""
 
@@ -67,16 +74,38 @@ class _Sync:
         integration = self.integrations.get(target.removeprefix("integrations/"), {})
         return integration.get("IntegrationUri", "")
 
-    def stage_exists(self) -> bool:
+    def stage(self) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.get_stage(ApiId=self.gateway.api_id, StageName=self.gateway.stage_name)
+            return self.client.get_stage(
+                ApiId=self.gateway.api_id, StageName=self.gateway.stage_name
+            )
         except ClientError as error:
             if "NotFound" in _describe(error):
-                return False
+                return None
             raise
-        return True
+
+    def deployment_changes(self, stage: dict[str, Any]) -> list[Change]:
+        """What was changed in AWS but never deployed to the stage."""
+        serving = stage.get("DeploymentId") or ""
+        expected = self.gateway.deployment_id
+        if not serving:
+            return [Change("deploy stage", "", "the stage has never been deployed")]
+        if serving != expected:
+            return [
+                Change(
+                    "deploy stage",
+                    "",
+                    f"the stage serves deployment {serving}, not {expected or '(none)'}: "
+                    "an earlier change was not deployed",
+                )
+            ]
+        return [
+            Change("deploy route", route.route_key, "created but never deployed")
+            for route in self.gateway.additional_routes.filter(deployed=False)
+            if route.route_key in self.routes
+        ]
 
     def plan(self) -> list[Change]:
         changes: list[Change] = []
@@ -91,8 +120,12 @@ class _Sync:
                 )
         for key in sorted(set(self.routes) - set(desired)):
             changes.append(Change("delete route", key, "no record describes it"))
-        if not self.stage_exists():
+        stage = self.stage()
+        if stage is None:
             changes.append(Change("create stage", "", self.gateway.stage_name))
+        elif not changes:
+            # Any other change is followed by a deployment anyway.
+            changes.extend(self.deployment_changes(stage))
         return changes
 
     def apply(self, changes: list[Change]) -> None:
@@ -103,6 +136,9 @@ class _Sync:
             for item in self.integrations.values()
         }
         desired = desired_routes(gateway)
+        # Until the deployment below succeeds, AWS holds changes the stage does not serve.
+        gateway.deployment_id = ""
+        gateway.save(update_fields=["deployment_id", "updated_on"])
         for change in changes:
             if change.action == "create route":
                 provisioner.ensure_route(
@@ -137,6 +173,13 @@ def sync_gateway(gateway: ApiGateway, dry_run: bool = False) -> list[Change]:
         raise GatewayProvisioningError(
             f"API Gateway {gateway.api_name!r} has not been created in AWS yet: "
             "run createApiGateway first."
+        )
+    if not gateway.api_created:
+        # Half-created: routes, stage, permission or deployment may be missing.
+        raise GatewayProvisioningError(
+            f"Creating API Gateway {gateway.api_name!r} did not finish (api_id="
+            f"{gateway.api_id}): run createApiGateway --pk {gateway.pk} again; it resumes "
+            "where it stopped."
         )
     if not (gateway.target_base_endpoint or gateway.lambda_function_arn):
         raise GatewayProvisioningError(

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -21,11 +22,31 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def deployed_secret_key_problem(key: str) -> str:
+    """Why ``key`` cannot sign a deployed site's sessions and tokens ("" if it can)."""
+    if not key:
+        return "is not set"
+    lowered = key.lower()
+    if any(word in lowered for word in ("replace", "change-me", "changeme", "insecure", "secret")):
+        return "is a placeholder"
+    # Django's own deployment check (security.W009) asks for 50 characters, 5 distinct.
+    if len(key) < 50 or len(set(key)) < 5:
+        return "is too short (at least 50 random characters)"
+    return ""
+
+
 DEBUG = env_bool("DJANGO_DEBUG")
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        raise RuntimeError("DJANGO_SECRET_KEY must be set in a deployed function.")
+if not DEBUG and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    problem = deployed_secret_key_problem(SECRET_KEY)
+    if problem:
+        # The value itself is never repeated: it may be a real, if weak, secret.
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY {problem}: set a long random value in the function's "
+            "environment (zappa aws_environment_variables), e.g. the output of "
+            '`python -c "import secrets; print(secrets.token_urlsafe(50))"`.'
+        )
+elif not SECRET_KEY:
     # Local development and tests only; a deployed function refuses to start without one.
     SECRET_KEY = "insecure-local-development-key-change-me"
 
@@ -85,6 +106,12 @@ DATABASES = {
         disable_server_side_cursors=env_bool("DJANGO_DISABLE_SERVER_SIDE_CURSORS"),
     )
 }
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # A database the function cannot reach (security group, routes) would otherwise hang the
+    # connect until Lambda's timeout, with no line naming DATABASE_URL.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("DJANGO_DB_CONNECT_TIMEOUT", "10"))
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Writers queue up instead of failing, and rate-limit checks stay exact under bursts.
     DATABASES["default"].setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"

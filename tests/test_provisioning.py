@@ -4,7 +4,8 @@ AWS is reached only through moto's ``mock_aws`` or through a ``Mock`` returned b
 ``django_aws_api_gateway_websockets.models.get_boto3_client``.
 
 moto 5.2.5 gaps, filled by ``MotoApiGatewayClient`` (everything else is moto's own behaviour):
-``create_deployment`` answers 404, and ``create_domain_name`` does not return the
+``create_deployment`` answers 404 (so ``get_stage`` lacks the ``DeploymentId`` it serves), and
+``create_domain_name`` does not return the
 ``ApiGatewayDomainName``/``HostedZoneId`` output fields that AWS always returns.
 """
 
@@ -48,6 +49,7 @@ class MotoApiGatewayClient:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.deployments: list[dict[str, Any]] = []
+        self.deployed: dict[tuple[str, str], str] = {}  # (api, stage) -> deployment it serves
         self.calls: list[str] = []
         self.responses: dict[str, list[Any]] = {}
         self._failures: dict[str, ClientError] = {}
@@ -64,6 +66,11 @@ class MotoApiGatewayClient:
             if name == "create_deployment":
                 return self._create_deployment(**kwargs)
             response = getattr(self.client, name)(**kwargs)
+            if name == "get_stage":
+                # AWS reports the deployment a stage serves; moto has no deployments.
+                deployed = self.deployed.get((kwargs["ApiId"], kwargs["StageName"]))
+                if deployed:
+                    response["DeploymentId"] = deployed
             if name == "create_domain_name":
                 configuration = response["DomainNameConfigurations"][0]
                 configuration.setdefault(
@@ -79,7 +86,9 @@ class MotoApiGatewayClient:
         # A deployment of a stage that does not exist fails, as in AWS.
         self.client.get_stage(ApiId=kwargs["ApiId"], StageName=kwargs["StageName"])
         self.deployments.append(kwargs)
-        return {"DeploymentId": f"deployment{len(self.deployments)}"}
+        deployment_id = f"deployment{len(self.deployments)}"
+        self.deployed[(kwargs["ApiId"], kwargs["StageName"])] = deployment_id
+        return {"DeploymentId": deployment_id}
 
     def count(self, name: str) -> int:
         return self.calls.count(name)

@@ -146,3 +146,57 @@ def test_admin_action_and_change_warning(created, aws, admin_client):
     response = admin_client.post(url, data, follow=True)
     messages_text = " ".join(str(m) for m in get_messages(response.wsgi_request))
     assert "Sync routes and integrations with AWS" in messages_text
+
+
+def test_change_whose_deployment_failed_is_redeployed_by_the_next_run(created, aws):
+    ApiGatewayAdditionalRoute.objects.bulk_create(
+        [ApiGatewayAdditionalRoute(api_gateway=created, name="History", route_key="history")]
+    )
+    aws.apigw.fail_next("create_deployment", "TooManyRequestsException", "slow down")
+    with pytest.raises(CommandError, match="Could not sync"):
+        sync(created.pk)
+    assert "history" in routes_by_key(aws.raw, created.api_id)  # created, not deployed
+    deployments = len(aws.apigw.deployments)
+
+    plan = sync(created.pk, "--dry-run")
+
+    assert "nothing to change" not in plan
+    assert "deploy stage: the stage serves deployment deployment1" in plan
+    applied = sync(created.pk)
+    assert "Applied and deployed" in applied
+    assert len(aws.apigw.deployments) == deployments + 1
+    assert "nothing to change" in sync(created.pk)
+
+
+def test_route_created_by_a_failed_save_deploy_is_drift(created, aws):
+    route = ApiGatewayAdditionalRoute(api_gateway=created, name="History", route_key="history")
+    aws.apigw.fail_next("create_deployment", "BadRequestException", "nope")
+    with pytest.raises(Exception, match="Could not create route"):
+        route.save()
+    route = ApiGatewayAdditionalRoute.objects.get(route_key="history")
+    assert route.deployed is False and "history" in routes_by_key(aws.raw, created.api_id)
+
+    changes = sync_gateway(created)
+
+    assert [str(c) for c in changes] == ["deploy route history: created but never deployed"]
+    route.refresh_from_db()
+    assert route.deployed is True
+    assert sync_gateway(created) == []
+
+
+def test_stage_that_was_never_deployed_is_drift(created, aws):
+    aws.apigw.deployed.clear()
+    changes = sync_gateway(created)
+    assert [str(c) for c in changes] == ["deploy stage: the stage has never been deployed"]
+    assert sync_gateway(created) == []
+
+
+def test_half_created_gateway_is_never_in_sync(aws):
+    gateway = http_gateway()
+    aws.apigw.fail_next("create_deployment", "BadRequestException", "nope")
+    with pytest.raises(Exception, match="Could not deploy the stage"):
+        gateway.create_gateway()
+    gateway.refresh_from_db()
+    assert gateway.api_id and not gateway.api_created
+    with pytest.raises(CommandError, match="did not finish.*run createApiGateway --pk"):
+        sync(gateway.pk, "--dry-run")

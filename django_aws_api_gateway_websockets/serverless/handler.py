@@ -47,6 +47,12 @@ def make_lambda_handler(
     gc.disable()
     try:
         handler = _build_handler(websocket_path)
+    except Exception as error:
+        # A settings error here would fail Lambda's init, again on every event, and show
+        # clients nothing useful: answer each event with a 500 and a line naming the fix.
+        from .misconfiguration import misconfigured_handler
+
+        handler = misconfigured_handler(error)
     finally:
         gc.freeze()
         if collecting:
@@ -62,6 +68,7 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
     from django.core.wsgi import get_wsgi_application
 
     from ..conf import websocket_setting
+    from .misconfiguration import database_unavailable, websocket_host_refused
     from .observability import current_metrics, get_logger
 
     path_template = websocket_path or websocket_setting("websocket_path")
@@ -87,6 +94,9 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
             event_type=parsed.event_type,
         )
         current_metrics.add(EVENT_METRICS[parsed.event_type])
+        refused = websocket_host_refused(parsed.domain_name, EventKind.WEBSOCKET, event, logger)
+        if refused is not None:
+            return refused
         route = parsed.route_name if SLUG.match(parsed.route_name) else "default"
         path = path_template.replace("{route}", route)
         response = convert(parsed.as_wsgi_event(path, {}), context)
@@ -99,6 +109,9 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
         return result
 
     def dispatch(kind: EventKind, event: Any, context: Any) -> Any:
+        unavailable = database_unavailable(kind, event, logger)
+        if unavailable is not None:
+            return unavailable
         if kind is EventKind.WEBSOCKET:
             return websocket(event, context)
         if kind is EventKind.HTTP:
