@@ -4,10 +4,15 @@ response headers HTTP API v2, REST v1 and ALB get (no padded cookies)."""
 from __future__ import annotations
 
 import json
+import threading
 from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import StringIO
 from unittest.mock import Mock, patch
+from urllib.parse import unquote
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from django_aws_api_gateway_websockets.models import ApiGateway, WebSocketSession
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler
@@ -267,3 +272,119 @@ def _alb_host(event: dict) -> str:
     headers = event.get("multiValueHeaders") or {k: [v] for k, v in event["headers"].items()}
     host = next(values[-1] for name, values in headers.items() if name.lower() == "host")
     return host.split(":")[0]
+
+
+# --------------------------------------------------------------------------- registerLocalGateway
+
+
+class OfflineConnections:
+    """@connections as serverless-offline serves it: at the root, POST and DELETE, 410 for
+    unknown ids."""
+
+    def __init__(self, known: set[str]) -> None:
+        self.known = known
+        self.posts: list[tuple[str, bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                prefix, _, connection_id = self.path.rpartition("/")
+                known = prefix == "/@connections" and unquote(connection_id) in outer.known
+                if known:
+                    outer.posts.append((unquote(connection_id), body))
+                self.send_response(200 if known else 410)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def register(*args: str) -> str:
+    out = StringIO()
+    call_command("registerLocalGateway", *args, stdout=out)
+    return out.getvalue()
+
+
+class TestRegisterLocalGateway:
+    def test_defaults_are_serverless_offlines(self):
+        output = register()
+        gateway = ApiGateway.objects.get(api_id="private")
+        assert (gateway.stage_name, gateway.api_endpoint, gateway.management_endpoint_url) == (
+            "local",
+            "ws://localhost:3001",
+            "http://localhost:3001",
+        )
+        assert "ws://localhost:3001/local" in output
+        assert "http://localhost:3001/@connections/{id}" in output
+        assert "older gateway" not in output
+
+    def test_running_it_again_updates_the_same_record(self):
+        register()
+        register("--url", "wss://localhost:4001/")
+        gateway = ApiGateway.objects.get()
+        assert (gateway.api_endpoint, gateway.management_endpoint_url) == (
+            "wss://localhost:4001",
+            "https://localhost:4001",
+        )
+
+    def test_explicit_management_url_and_ids(self):
+        register("--api-id", "abc", "--stage", "dev", "--management-url", "http://gw:9/x/")
+        gateway = ApiGateway.objects.get(api_id="abc")
+        assert (gateway.api_name, gateway.stage_name, gateway.management_endpoint_url) == (
+            "Local abc",
+            "dev",
+            "http://gw:9/x",
+        )
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("--url", "http://localhost:3001"),
+            ("--url", "ws://localhost:3001/local"),
+            ("--url", "localhost:3001"),
+            ("--management-url", "ftp://localhost"),
+            ("--api-id", ""),
+        ],
+    )
+    def test_bad_arguments_are_command_errors(self, args):
+        with pytest.raises(CommandError):
+            register(*args)
+        assert not ApiGateway.objects.exists()
+
+    def test_name_taken_by_another_gateway(self):
+        ApiGateway.objects.create(api_name="Local private", api_id="other")
+        with pytest.raises(CommandError, match="--name"):
+            register()
+
+    def test_warns_when_pages_would_connect_elsewhere(self):
+        ApiGateway.objects.create(api_name="Old", api_id="old", api_endpoint="wss://old.example")
+        assert "older gateway comes first" in register()
+
+    def test_sends_reach_an_emulator_serving_connections_at_its_root(self, monkeypatch):
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        server = OfflineConnections(known={OFFLINE_CONNECTION_ID})
+        try:
+            register("--url", f"ws://127.0.0.1:{server.port}")
+            gateway = ApiGateway.objects.get(api_id="private")
+            alive = WebSocketSession.objects.create(
+                connection_id=OFFLINE_CONNECTION_ID, api_gateway=gateway
+            )
+            gone = WebSocketSession.objects.create(connection_id="gone-id", api_gateway=gateway)
+            assert alive.send_message({"type": "ping"}).delivered == 1
+            assert gone.send_message({"type": "ping"}).gone == 1
+        finally:
+            server.close()
+        assert server.posts == [(OFFLINE_CONNECTION_ID, b'{"type":"ping"}')]
+        gone.refresh_from_db()
+        assert gone.connected is False
