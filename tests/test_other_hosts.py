@@ -4,10 +4,13 @@ response headers HTTP API v2, REST v1 and ALB get (no padded cookies)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
+from pathlib import Path
 from unittest.mock import Mock, patch
 from urllib.parse import unquote
 
@@ -388,3 +391,55 @@ class TestRegisterLocalGateway:
         assert server.posts == [(OFFLINE_CONNECTION_ID, b'{"type":"ping"}')]
         gone.refresh_from_db()
         assert gone.connected is False
+
+
+# --------------------------------------------------------------------------- trailing slashes
+
+
+class TestRestoreTrailingSlashMiddleware:
+    @pytest.fixture(autouse=True)
+    def middleware(self, settings):
+        common = settings.MIDDLEWARE.index("django.middleware.common.CommonMiddleware")
+        settings.MIDDLEWARE = [
+            *settings.MIDDLEWARE[:common],
+            "django_aws_api_gateway_websockets.middleware.RestoreTrailingSlashMiddleware",
+            *settings.MIDDLEWARE[common:],
+        ]
+
+    def test_slash_stripped_path_is_served_without_a_redirect(self, client):
+        response = client.get("/login")
+        assert response.status_code == 200
+        assert response.wsgi_request.path == "/login/"
+
+    def test_post_keeps_its_body(self, client, alice):
+        client.force_login(alice)
+        response = client.post("/api/ws-token")
+        assert response.status_code == 200
+        assert len(response.json()["token"]) == 64
+
+    def test_paths_without_a_slashed_twin_are_untouched(self, client):
+        assert client.get("/no-such-page").status_code == 404
+        assert client.get("/static/websocket_app/chat.js").status_code == 200
+
+    def test_without_append_slash_nothing_is_rewritten(self, client, settings):
+        settings.APPEND_SLASH = False
+        assert client.get("/login").status_code == 404
+
+
+def test_example_settings_add_the_middleware_only_under_serverless_offline():
+    code = "from django.conf import settings; print('Restore' in ''.join(settings.MIDDLEWARE))"
+    results = {}
+    for offline in ("", "true"):
+        env = {"DJANGO_SETTINGS_MODULE": "project.settings", "PATH": "/usr/bin:/bin"}
+        if offline:
+            env["IS_OFFLINE"] = offline
+        completed = subprocess.run(
+            [sys.executable, "-c", f"import django; django.setup(); {code}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        results[offline] = completed.stdout.strip()
+    assert results == {"": "False", "true": "True"}
