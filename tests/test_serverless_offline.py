@@ -257,3 +257,38 @@ async def next_of_type(sock, kind: str) -> dict:
         message = json.loads(await asyncio.wait_for(sock.recv(), 15))
         if message.get("type") == kind:
             return message
+
+
+def test_two_browsers_chat_on_the_documented_urls(offline):
+    """The page's promise: open http://localhost:PORT/, log in, chat (Chromium, as a user)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
+    site = f"http://localhost:{offline.http_port}/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            pages = []
+            for username in ("alice", "bob"):
+                page = browser.new_context().new_page()
+                page.goto(site + "login/?next=/rooms/random/")
+                page.fill("input[name=username]", username)
+                page.fill("input[name=password]", username)
+                page.click("button[type=submit]")
+                page.wait_for_url("**/rooms/random/")
+                expect(page.locator("body")).to_have_attribute("data-socket", "open", timeout=20000)
+                pages.append(page)
+            alice, bob = pages
+            expect(alice.locator("#presence li")).to_have_text(["alice", "bob"], timeout=15000)
+            alice.fill("#message", "Hi Bob, through serverless-offline")
+            alice.click("#composer button")
+            expect(bob.locator("#messages li").last).to_contain_text(
+                "alice: Hi Bob, through serverless-offline", timeout=15000
+            )
+        finally:
+            browser.close()
