@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from django_aws_api_gateway_websockets.endpoints import (
+    emulator_endpoint,
     endpoint_from_event,
     is_emulator_host,
 )
@@ -71,6 +72,9 @@ class TestEmulators:
     def test_malformed_handshake_host_is_ignored(self):
         assert learn("localhost", host="localhost:notaport") == "http://localhost"
         assert learn("localhost", host="user@localhost:1") == "http://localhost"
+
+    def test_malformed_domain_is_no_endpoint(self):
+        assert emulator_endpoint("bad host", "localhost:3001") == ""
 
     def test_never_an_execute_api_url(self):
         for domain in ("localhost", "127.0.0.1", "host.docker.internal", "gateway", "ws.test"):

@@ -138,6 +138,18 @@ class TestServerlessOfflineEndpoint:
         gateway.refresh_from_db()
         assert gateway.management_endpoint_url == "http://localhost"
 
+    def test_debug_with_no_allowed_hosts_accepts_localhost(self, handler, settings, gateway, alice):
+        # What HttpRequest.get_host() allows under DEBUG with an empty ALLOWED_HOSTS.
+        connect(handler, offline_connect(), alice)  # learns with the fixture's hosts
+        gateway.management_endpoint_url = ""
+        gateway.save()
+        settings.DEBUG, settings.ALLOWED_HOSTS = True, []
+        event = offline_connect()
+        event["requestContext"]["connectionId"] = "a" * 36
+        connect(handler, event, alice)
+        gateway.refresh_from_db()
+        assert gateway.management_endpoint_url == "http://localhost:3001"
+
     def test_forged_client_host_header_is_dropped(self, handler, gateway, alice):
         event = offline_connect(**{"X-Websocket-Client-Host": "127.0.0.1:9"})
         event["headers"].pop("Host")
@@ -443,3 +455,17 @@ def test_example_settings_add_the_middleware_only_under_serverless_offline():
         )
         results[offline] = completed.stdout.strip()
     assert results == {"": "False", "true": "True"}
+
+
+def test_trim_header_values_passes_exc_info_on():
+    """WSGI lets an application re-call start_response with exc_info after an error."""
+    from django_aws_api_gateway_websockets.serverless.response_headers import trim_header_values
+
+    calls = []
+
+    def application(environ, start_response):
+        start_response("500 Internal Server Error", [("Set-Cookie", " a=b; Path=/ ")], "info")
+        return [b""]
+
+    trim_header_values(application)({}, lambda *args: calls.append(args))
+    assert calls == [("500 Internal Server Error", [("Set-Cookie", "a=b; Path=/")], "info")]
