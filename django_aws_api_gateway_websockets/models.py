@@ -154,6 +154,29 @@ class ApiGateway(models.Model):
             self.target_base_endpoint += "/"
         super().save(*args, **kwargs)
 
+    @classmethod
+    def register_local(
+        cls,
+        api_id: str,
+        api_name: str,
+        stage_name: str,
+        api_endpoint: str,
+        management_endpoint_url: str,
+    ) -> ApiGateway:
+        """Create or update the record of a local emulator (``runapigateway``,
+        serverless-offline): its events find it by ``api_id``, sends go to
+        ``management_endpoint_url``, pages connect to ``api_endpoint``/``stage_name``."""
+        record, _ = cls.objects.update_or_create(
+            api_id=api_id,
+            defaults={
+                "api_name": api_name,
+                "stage_name": stage_name,
+                "api_endpoint": api_endpoint,
+                "management_endpoint_url": management_endpoint_url,
+            },
+        )
+        return record
+
     @property
     def uses_lambda(self) -> bool:
         """True when API Gateway invokes a Lambda function instead of an HTTP endpoint."""

@@ -12,11 +12,13 @@ import json
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.mail import mail_admins
 from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -78,6 +80,16 @@ def error_response(message: str, status: int) -> JsonResponse:
 
 def _is_success(response: HttpResponse) -> bool:
     return 200 <= response.status_code < 300
+
+
+def _allowed_client_host(request: HttpRequest) -> str:
+    """The handshake's own ``Host`` (port included), if ``ALLOWED_HOSTS`` accepts it, else ""."""
+    host = request.headers.get("X-Websocket-Client-Host", "")
+    domain, _ = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]  # as HttpRequest.get_host() does
+    return host if domain and validate_host(domain, allowed) else ""
 
 
 class WebSocketView(View):
@@ -343,7 +355,8 @@ class WebSocketView(View):
         return self.api_gateway
 
     def _learn_management_endpoint(self, request: HttpRequest, gateway: ApiGateway) -> None:
-        """Under Lambda, a gateway without an explicit endpoint gets the one of its events."""
+        """Under Lambda, a gateway without an explicit endpoint gets the one of its events:
+        the execute-api URL on AWS, the emulator itself elsewhere (see endpoints.py)."""
         context = request_context(request)
         if gateway.management_endpoint_url or not context:
             return
@@ -356,10 +369,13 @@ class WebSocketView(View):
             gateway.api_id,
             str(context.get("stage", "")),
             region,
+            client_host=_allowed_client_host(request),
+            client_scheme=request.headers.get("X-Websocket-Client-Proto", ""),
         )
         if endpoint:
             gateway.management_endpoint_url = endpoint
             ApiGateway.objects.filter(pk=gateway.pk).update(management_endpoint_url=endpoint)
+            logger.info("API %s: management endpoint learned: %s", gateway.api_id, endpoint)
 
     def _store_connection(
         self, request: HttpRequest, channel_name: str, user: Any, *args: Any, **kwargs: Any

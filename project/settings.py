@@ -77,6 +77,14 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# serverless-offline (which sets IS_OFFLINE for its handlers) strips trailing slashes from HTTP
+# paths: serve /rooms/general as /rooms/general/ instead of redirecting in a loop.
+if env_bool("IS_OFFLINE"):
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.common.CommonMiddleware"),
+        "django_aws_api_gateway_websockets.middleware.RestoreTrailingSlashMiddleware",
+    )
+
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
 

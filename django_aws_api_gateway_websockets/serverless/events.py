@@ -29,6 +29,8 @@ IDENTITY_HEADERS = frozenset(
         "content-type",
     }
 )
+# What the adapter reports of the client's own handshake; a client's copy is dropped too.
+CLIENT_HEADER_PREFIX = "x-websocket-client-"
 
 
 class EventKind(StrEnum):
@@ -161,12 +163,19 @@ class WebSocketEvent:
         headers = {
             name: value
             for name, value in self.headers.items()
-            if name.lower() not in IDENTITY_HEADERS and not name.lower().startswith("x-amzn-")
+            if name.lower() not in IDENTITY_HEADERS
+            and not name.lower().startswith(("x-amzn-", CLIENT_HEADER_PREFIX))
         }
-        if "user-agent" in (name.lower() for name in self.headers):
-            headers["X-Websocket-Client-User-Agent"] = next(
-                value for name, value in self.headers.items() if name.lower() == "user-agent"
-            )
+        # The handshake's Host and scheme: on an emulator they say where it listens (the
+        # view learns its @connections endpoint from them); on AWS Host is domainName.
+        for original, reported in (
+            ("user-agent", "X-Websocket-Client-User-Agent"),
+            ("host", "X-Websocket-Client-Host"),
+            ("x-forwarded-proto", "X-Websocket-Client-Proto"),
+        ):
+            value = next((v for k, v in self.headers.items() if k.lower() == original), "")
+            if value:
+                headers[reported] = value
         headers.update(
             {
                 "Host": self.domain_name,

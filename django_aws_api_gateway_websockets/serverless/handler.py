@@ -70,10 +70,11 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
     from ..conf import websocket_setting
     from .misconfiguration import database_unavailable, websocket_host_refused
     from .observability import current_metrics, get_logger
+    from .response_headers import trim_header_values
 
     path_template = websocket_path or websocket_setting("websocket_path")
     wsgi_handler = apig_wsgi.make_lambda_handler(
-        with_stage_script_name(get_wsgi_application()), binary_support=True
+        with_stage_script_name(trim_header_values(get_wsgi_application())), binary_support=True
     )
     logger = get_logger()
     cold_start = [True]

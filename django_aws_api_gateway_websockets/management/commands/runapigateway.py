@@ -82,16 +82,13 @@ class Command(BaseCommand):
 
 def register_local_gateway(gateway: LocalApiGateway) -> ApiGateway:
     """Point the local ApiGateway record at this emulator, so the library's sends reach it."""
-    record, _ = ApiGateway.objects.update_or_create(
-        api_id=LOCAL_API_ID,
-        defaults={
-            "api_name": LOCAL_API_NAME,
-            "stage_name": gateway.stage,
-            "api_endpoint": f"ws://{gateway.host}:{gateway.port}",
-            "management_endpoint_url": gateway.management_url,
-        },
+    return ApiGateway.register_local(
+        LOCAL_API_ID,
+        LOCAL_API_NAME,
+        gateway.stage,
+        f"ws://{gateway.host}:{gateway.port}",
+        gateway.management_url,
     )
-    return record
 
 
 def route_config() -> tuple[str, set[str]]:
