@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from datetime import timedelta
@@ -316,6 +317,46 @@ def test_token_consumed_concurrently_has_exactly_one_winner(alice):
         assert [pk for pk in results if pk is not None] == [alice.pk]
         token.refresh_from_db()
         assert token.used is True
+
+
+@pytest.mark.django_db
+def test_token_with_an_origin_is_consumed_only_by_that_origin(alice):
+    token = WebSocketToken.generate_token(alice, "s", origin="https://www.example.com")
+    for wrong in ("https://evil.net", "", "http://www.example.com"):
+        assert WebSocketToken.validate_and_consume(token.token, "s", origin=wrong) is None
+    token.refresh_from_db()
+    assert token.used is False
+    right = WebSocketToken.validate_and_consume(token.token, "s", origin="https://www.example.com")
+    assert right == alice
+
+
+@pytest.mark.django_db
+def test_a_token_without_an_issuing_origin_satisfies_no_origin(alice):
+    token = WebSocketToken.generate_token(alice, "s")
+    assert WebSocketToken.validate_and_consume(token.token, "s", origin="https://a.io") is None
+    assert WebSocketToken.validate_and_consume(token.token, None, bind_to_session=False) == alice
+
+
+@pytest.mark.django_db(transaction=True)
+def test_origin_bound_token_consumed_concurrently_has_one_winner_of_that_origin(alice):
+    origins = ["https://www.example.com", "https://evil.net"] * 4
+    for _ in range(5):
+        token = WebSocketToken.generate_token(alice, "s", origin="https://www.example.com")
+        turns: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for origin in origins:
+            turns.put(origin)
+
+        def consume(value=token.token, turns=turns):
+            origin = turns.get_nowait()
+            user = WebSocketToken.validate_and_consume(
+                value, None, bind_to_session=False, origin=origin
+            )
+            return None if user is None else origin
+
+        results, errors = _race(len(origins), consume)
+
+        assert errors == []
+        assert [origin for origin in results if origin is not None] == ["https://www.example.com"]
 
 
 # --------------------------------------------------------------------------- ConnectionRateLimit
