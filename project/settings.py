@@ -101,15 +101,26 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-STATIC_URL = os.environ.get("DJANGO_STATIC_URL", "static/")
+# Absolute, so the storage below (not Django, once, on first use) adds the stage prefix of
+# each request: the site answers on /dev/ of zappa's REST API and on other URLs without it.
+STATIC_URL = os.environ.get("DJANGO_STATIC_URL", "/static/")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django_aws_api_gateway_websockets.serverless.staticfiles."
+        "ScriptPrefixStaticFilesStorage"
+    },
+}
 # Set (and run collectstatic) only to publish files elsewhere, e.g. S3 behind CloudFront.
 STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT") or None
 # Serve straight from the apps' static folders: no collectstatic step before packaging.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# URL names, not paths: reversed, they keep a stage prefix (zappa's /dev/) in SCRIPT_NAME.
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "index"
 
 # API Gateway and the Lambda adapter terminate TLS and say so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
