@@ -10,6 +10,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from project.websockets_env import websockets_from_environment
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -135,19 +137,10 @@ AWS_GATEWAY_REGION_NAME = os.environ.get("AWS_GATEWAY_REGION_NAME") or os.enviro
 )
 AWS_IAM_PROFILE = os.environ.get("AWS_IAM_PROFILE", "")
 
-WEBSOCKETS = {
-    "token_expiry_seconds": int(os.environ.get("WEBSOCKETS_TOKEN_EXPIRY_SECONDS", "60")),
-    # False when sockets live on *.execute-api.amazonaws.com, which gets no site cookies.
-    "token_bound_to_session": env_bool("WEBSOCKETS_TOKEN_BOUND_TO_SESSION", True),
-    "allowed_origins": env_list("WEBSOCKETS_ALLOWED_ORIGINS") or None,
-    "integration_secret": os.environ.get("WEBSOCKETS_INTEGRATION_SECRET", ""),
-    # Connection attempts per IP address (and per user) a minute, and tokens per user a
-    # minute; raised only for load tests through the local gateway (bench/load.py).
-    "rate_limit_max_attempts": int(os.environ.get("WEBSOCKETS_RATE_LIMIT_MAX_ATTEMPTS", "20")),
-    "token_rate_limit_per_minute": int(
-        os.environ.get("WEBSOCKETS_TOKEN_RATE_LIMIT_PER_MINUTE", "20")
-    ),
-}
+# Every key of the library's WEBSOCKETS setting, as WEBSOCKETS_<KEY> (README: Configuration).
+# Unset, the library's defaults fit a deployment: a token is bound to the site's session only
+# where the socket receives its cookie, and the site that issued it is an allowed origin.
+WEBSOCKETS = websockets_from_environment(os.environ)
 # ".example.com" lets a socket on ws.example.com receive the session cookie of example.com.
 SESSION_COOKIE_DOMAIN = os.environ.get("DJANGO_SESSION_COOKIE_DOMAIN") or None
 CSRF_COOKIE_DOMAIN = SESSION_COOKIE_DOMAIN
