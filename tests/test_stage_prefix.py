@@ -1,7 +1,7 @@
 """The deployed site through the Lambda handler, under zappa's stage prefix and without it:
 REST API v1 events for ``https://<rest-id>.execute-api.<region>.amazonaws.com/dev/...`` (and a
-function URL's host, which has no prefix), then a ``$connect`` on the WebSocket API's host
-with the token the page got, carrying none of the site's cookies."""
+custom domain's, which have no prefix), then a ``$connect`` on the WebSocket API's host with
+the token the page got, carrying none of the site's cookies."""
 
 from __future__ import annotations
 
@@ -127,9 +127,14 @@ def connect_on_the_socket_host(handler, token: str, origin: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("stage", "host"), [("dev", SITE_HOST), ("", "abcdef.lambda-url.eu-west-1.on.aws")]
+    ("stage", "host"),
+    [
+        ("dev", SITE_HOST),  # zappa's REST API URL
+        ("", "chat.example.com"),  # a custom domain mapped to the same REST API: no stage
+    ],
 )
-def test_log_in_and_connect_from_the_deployed_site(handler, stage, host):
+def test_log_in_and_connect_from_the_deployed_site(settings, handler, stage, host):
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "chat.example.com"]
     site = Site(handler, stage, host)
     root = f"/{stage}/" if stage else "/"
 
