@@ -311,7 +311,10 @@ class WebSocketToken(models.Model):
     @classmethod
     def generate_token(cls, user: Any, session_key: str, origin: str = "") -> WebSocketToken:
         """Create a fresh random token for ``user`` and their Django session, issued by the
-        site at ``origin`` (``request_checks.site_origin(request)``; empty: none)."""
+        site at ``origin`` (``request_checks.site_origin(request)``; empty: none). An origin
+        too long to store (a host no browser would show) is stored as none."""
+        if len(origin) > cls._meta.get_field("origin").max_length:
+            origin = ""
         return cls.objects.create(
             token=secrets.token_hex(32), user=user, session_key=session_key, origin=origin
         )

@@ -331,6 +331,13 @@ def test_token_with_an_origin_is_consumed_only_by_that_origin(alice):
 
 
 @pytest.mark.django_db
+def test_an_origin_too_long_to_store_is_stored_as_none(alice):
+    token = WebSocketToken.generate_token(alice, "s", origin="https://" + "a" * 400 + ".io")
+    token.refresh_from_db()
+    assert token.origin == ""
+
+
+@pytest.mark.django_db
 def test_a_token_without_an_issuing_origin_satisfies_no_origin(alice):
     token = WebSocketToken.generate_token(alice, "s")
     assert WebSocketToken.validate_and_consume(token.token, "s", origin="https://a.io") is None
@@ -554,6 +561,20 @@ def test_token_view_issues_a_token_for_the_users_session(alice):
     stored = WebSocketToken.objects.get(token=body["token"])
     assert stored.user == alice
     assert stored.session_key == client.session.session_key
+
+
+@pytest.mark.django_db
+def test_token_view_records_the_issuing_origin_and_survives_an_absurd_host(settings, alice):
+    settings.ALLOWED_HOSTS = ["*"]
+    client = Client()
+    client.force_login(alice)
+    for host, origin in (
+        ("Chat.Example.com:8443", "http://chat.example.com:8443"),
+        ("a" * 400 + ".io", ""),
+    ):
+        response = client.post(TOKEN_URL, HTTP_HOST=host)
+        assert response.status_code == 200
+        assert WebSocketToken.objects.get(token=response.json()["token"]).origin == origin
 
 
 @pytest.mark.django_db
