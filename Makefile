@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8001
+# Another name for the same address: pages open the socket there, so the site's cookies and
+# origin do not reach it, as with API Gateway's two hosts on AWS.
+SOCKET_HOST ?= localhost
 
 .PHONY: install run test lint clean
 
@@ -19,7 +22,8 @@ run: install
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py migrate --noinput
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py createdemo
 	@echo "Open http://$(HOST):$(PORT)/ and log in as alice / alice (or bob / bob in a second browser)"
-	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py runapigateway --host $(HOST) --port $(PORT)
+	@echo "Pages chat over ws://$(SOCKET_HOST):$(PORT)/local: another host, as on AWS"
+	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py runapigateway --host $(HOST) --port $(PORT) --socket-host $(SOCKET_HOST)
 
 test: install
 	$(PY) -m coverage erase

@@ -177,13 +177,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(WebSocketToken)
 class WebSocketTokenAdmin(ReadOnlyAdmin):
-    list_display = ("masked_token", "user", "created_at", "used")
+    list_display = ("masked_token", "user", "origin", "created_at", "used")
     list_filter = ("used",)
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return (user_lookup(),)
 
-    fields = ("masked_token", "user", "created_at", "used")
+    fields = ("masked_token", "user", "origin", "created_at", "used")
     readonly_fields = fields
 
     @admin.display(description="token")

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, TOKEN_BINDINGS
 
 POSITIVE_INTEGER_KEYS = (
     "token_rate_limit_per_minute",
@@ -96,6 +96,16 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
             checks.Error(
                 "WEBSOCKETS['fanout_transport'] must be 'auto' or 'boto3'.",
                 id="django_aws_api_gateway_websockets.E005",
+            )
+        )
+    if configured.get("token_bound_to_session", "auto") not in TOKEN_BINDINGS:
+        errors.append(
+            checks.Error(
+                "WEBSOCKETS['token_bound_to_session'] must be True, False or 'auto', not "
+                f"{configured['token_bound_to_session']!r}.",
+                hint="'auto' (default) binds a token to the session when the $connect carries "
+                "one; unknown values are treated as True.",
+                id="django_aws_api_gateway_websockets.E007",
             )
         )
     origins = configured.get("allowed_origins")

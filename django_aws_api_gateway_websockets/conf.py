@@ -11,9 +11,11 @@ DEFAULTS: dict[str, Any] = {
     "token_rate_limit_per_minute": 20,
     # Lifetime of a connection token, in the token response and at validation.
     "token_expiry_seconds": 60,
-    # Tokens must be redeemed from the Django session they were issued to. Set False when the
-    # socket's host (e.g. *.execute-api.amazonaws.com) does not receive the site's cookies.
-    "token_bound_to_session": True,
+    # "auto": a $connect that carries a logged-in Django session must redeem a token of that
+    # session; one without (a socket host the site's cookies never reach, such as
+    # *.execute-api.amazonaws.com) redeems the token on its own. True: always bound (no
+    # session, no connect). False: never bound.
+    "token_bound_to_session": "auto",
     # Connection attempts allowed per IP address (and per user) in the window.
     "rate_limit_max_attempts": 20,
     "rate_limit_window_minutes": 1,
@@ -31,8 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # Retries of a throttled post_to_connection call, and the first back-off in seconds.
     "send_max_retries": 5,
     "send_retry_base_delay": 0.05,
-    # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host.
-    # None means "use CSRF_TRUSTED_ORIGINS".
+    # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host and
+    # the site that issued the connect's token. None means "use CSRF_TRUSTED_ORIGINS".
     "allowed_origins": None,
     # A handshake without Origin comes from a non-browser client (app, script, device) and is
     # allowed (the token still applies); True refuses it with 403.
@@ -52,6 +54,15 @@ def websocket_setting(name: str) -> Any:
     if name in configured:
         return configured[name]
     return DEFAULTS[name]
+
+
+TOKEN_BINDINGS = (True, False, "auto")
+
+
+def token_binding() -> bool | str:
+    """``WEBSOCKETS["token_bound_to_session"]``: True, False or "auto" (checked by E007)."""
+    value = websocket_setting("token_bound_to_session")
+    return value if value in TOKEN_BINDINGS else True
 
 
 def allowed_origins() -> list[str]:

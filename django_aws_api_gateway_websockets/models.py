@@ -318,6 +318,9 @@ class WebSocketToken(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="websocket_tokens"
     )
     session_key = models.CharField(max_length=64)
+    # scheme://host[:port] of the site that issued it: a page of that origin may redeem it
+    # on a socket host of another origin.
+    origin = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     used = models.BooleanField(default=False)
 
@@ -329,9 +332,15 @@ class WebSocketToken(models.Model):
         return f"{self.token[:8]}… ({self.user})"
 
     @classmethod
-    def generate_token(cls, user: Any, session_key: str) -> WebSocketToken:
-        """Create a fresh random token bound to ``user`` and their Django session."""
-        return cls.objects.create(token=secrets.token_hex(32), user=user, session_key=session_key)
+    def generate_token(cls, user: Any, session_key: str, origin: str = "") -> WebSocketToken:
+        """Create a fresh random token for ``user`` and their Django session, issued by the
+        site at ``origin`` (``request_checks.site_origin(request)``; empty: none). An origin
+        too long to store (a host no browser would show) is stored as none."""
+        if len(origin) > cls._meta.get_field("origin").max_length:
+            origin = ""
+        return cls.objects.create(
+            token=secrets.token_hex(32), user=user, session_key=session_key, origin=origin
+        )
 
     @classmethod
     def validate_and_consume(
@@ -342,17 +351,22 @@ class WebSocketToken(models.Model):
         *,
         bind_to_session: bool = True,
         user: Any = None,
+        origin: str | None = None,
     ) -> Any:
         """The token's user if the token is fresh, unused and bound to ``session_key``; else None.
 
-        ``bind_to_session=False`` drops the session check, for sockets on another domain than
-        the site, whose handshakes carry no session cookie. ``user`` (the session's user, when
-        the caller has it) must own the token and saves loading it again. Consumption is one
-        conditional UPDATE, so of several concurrent callers exactly one wins.
+        ``bind_to_session=False`` drops the session check, for handshakes that carry no session
+        cookie (a socket host the site's cookies do not reach). ``user`` (the session's user,
+        when the caller has it) must own the token and saves loading it again. ``origin``, when
+        given, must be the origin that issued the token. Consumption is one conditional UPDATE
+        with all of these conditions, so of several concurrent callers exactly one wins, and a
+        caller that fails a condition consumes nothing.
         """
         if not isinstance(token_value, str) or not TOKEN_PATTERN.fullmatch(token_value):
             return None
         if bind_to_session and not session_key:
+            return None
+        if origin is not None and not origin:
             return None
         cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
         unused = cls.objects.filter(token=token_value, used=False, created_at__gte=cutoff)
@@ -360,6 +374,8 @@ class WebSocketToken(models.Model):
             unused = unused.filter(session_key=session_key)
         if user is not None:
             unused = unused.filter(user=user)
+        if origin is not None:
+            unused = unused.filter(origin=origin)
         consumed = unused.update(used=True)
         if consumed != 1:
             return None

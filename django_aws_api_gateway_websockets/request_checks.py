@@ -73,13 +73,33 @@ def _split_origin(origin: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme]
 
 
+def normalize_origin(origin: str | None) -> str | None:
+    """``scheme://host[:port]`` with the host in lower case and a default port left out, or
+    None if ``origin`` is not an http(s) origin: the form tokens store their issuing origin in,
+    so that one string comparison (in SQL) decides whether a handshake's Origin is that one."""
+    parsed = _split_origin(origin) if origin else None
+    if parsed is None:
+        return None
+    scheme, host, port = parsed
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" if port == DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{port}"
+
+
+def site_origin(request: HttpRequest) -> str:
+    """The origin a page served by ``request`` has: its scheme (``SECURE_PROXY_SSL_HEADER``
+    honoured) and host. The path, and so a stage prefix in ``SCRIPT_NAME``, plays no part."""
+    return normalize_origin(f"{request.scheme}://{request.get_host()}") or ""
+
+
 def origin_allowed(origin: str | None, request_host: str, request_is_secure: bool) -> bool:
     """True if a socket opened from ``origin`` may connect to ``request_host``.
 
     Allowed are the socket's own host (https always; http only when the request itself is not
     secure, so no downgrade) and the origins configured in ``WEBSOCKETS["allowed_origins"]``
     (default: ``CSRF_TRUSTED_ORIGINS``; ``https://*.example.com`` allows subdomains). Hosts are
-    compared whole, never as substrings.
+    compared whole, never as substrings. (The view also accepts the origin that issued the
+    connect's token; that needs the token, so it is not decided here.)
     """
     if not origin:
         return False

@@ -25,9 +25,10 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from .conf import websocket_setting
+from .conf import token_binding, websocket_setting
 from .endpoints import endpoint_from_event
 from .models import (
+    TOKEN_PATTERN,
     ApiGateway,
     ConnectionRateLimit,
     WebSocketSession,
@@ -40,8 +41,10 @@ from .request_checks import (
     channel_name_valid,
     client_ip,
     is_valid_connection_id,
+    normalize_origin,
     origin_allowed,
     request_context,
+    site_origin,
 )
 
 logger = logging.getLogger(__name__)
@@ -250,8 +253,8 @@ class WebSocketView(View):
         attempt = self._admit(ip_address, user)
         try:
             self._check_gateway_request(request, connecting=True)
-            self._check_host_and_origin(request)
-            user = self._check_token(request, user)
+            vouch_for_origin = self._check_host_and_origin(request)
+            user = self._check_token(request, user, vouch_for_origin)
             request.user = user if user is not None else request_user_or_anonymous(request)
             self._check_permissions(request)
             ok, message = self._additional_connection_checks(request, *args, **kwargs)
@@ -297,7 +300,10 @@ class WebSocketView(View):
         user = getattr(request, "user", None)
         return user if user is not None and user.is_authenticated else None
 
-    def _check_host_and_origin(self, request: HttpRequest) -> None:
+    def _check_host_and_origin(self, request: HttpRequest) -> str | None:
+        """400 for a disallowed host; 403 for an Origin that can never be allowed. Returns the
+        Origin (normalised) when only the connect's token can vouch for it: a page of the site
+        that issued the token, on another host than the socket's (the deployed topology)."""
         try:
             host = request.get_host()
         except DisallowedHost:
@@ -307,19 +313,29 @@ class WebSocketView(View):
             # Not a browser: no other site's page can be behind it. The token still applies.
             if websocket_setting("require_origin"):
                 raise Rejection(error_response("Origin required", 403), "no Origin header")
-            return
-        if not origin_allowed(origin, host, request.is_secure()):
+            return None
+        if origin_allowed(origin, host, request.is_secure()):
+            return None
+        normalized = normalize_origin(origin)
+        if normalized is None or not self.USE_WS_TOKEN or not request.GET.get("ws_token"):
             raise Rejection(error_response("Origin not allowed", 403), f"origin {origin!r}")
+        return normalized
 
-    def _check_token(self, request: HttpRequest, user: Any) -> Any:
-        """The token's user when tokens are required, else the session's user (or None)."""
+    def _check_token(self, request: HttpRequest, user: Any, origin: str | None = None) -> Any:
+        """The token's user when tokens are required, else the session's user (or None).
+
+        ``origin``: the token must have been issued by this origin (see
+        ``_check_host_and_origin``)."""
         if not self.USE_WS_TOKEN:
             return user
         token = request.GET.get("ws_token", "")
         if not token:
             raise Rejection(error_response("Token required", 401), "no ws_token")
         session = getattr(request, "session", None)
-        bound = bool(websocket_setting("token_bound_to_session"))
+        binding = token_binding()
+        # "auto": bound when the handshake carries a logged-in session, since only then is
+        # there a session to bind to; a socket host without the site's cookies has none.
+        bound = user is not None if binding == "auto" else bool(binding)
         token_user = WebSocketToken.validate_and_consume(
             token_value=token,
             session_key=getattr(session, "session_key", None),
@@ -327,10 +343,28 @@ class WebSocketView(View):
             bind_to_session=bound,
             # A bound token belongs to the session's user, already loaded: no second query.
             user=user if bound else None,
+            origin=origin,
         )
         if token_user is None:
+            if origin is not None:
+                self._check_issuing_origin(token, origin)
             raise Rejection(error_response("Invalid or expired token", 401), "token rejected")
         return token_user
+
+    def _check_issuing_origin(self, token: str, origin: str) -> None:
+        """After a failed redemption: 403 unless this origin issued the token (then the token
+        itself is the problem: used or expired), with the origin to configure in the log."""
+        issued_by = (
+            WebSocketToken.objects.filter(token=token).values_list("origin", flat=True).first()
+            if TOKEN_PATTERN.fullmatch(token)
+            else None
+        )
+        if issued_by != origin:
+            issuer = f"token issued by {issued_by!r}" if issued_by is not None else "unknown token"
+            raise Rejection(
+                error_response("Origin not allowed", 403),
+                f"origin {origin!r}: not the socket's host, not in allowed_origins, {issuer}",
+            )
 
     def _check_channel(self, request: HttpRequest) -> str:
         requested = (
@@ -605,7 +639,10 @@ RESERVED_NAMES = frozenset(dir(WebSocketView)) - {"default", "change_channel"}
 
 @method_decorator([csrf_protect, never_cache], name="dispatch")
 class WebSocketTokenView(View):
-    """POST: a one-time token for opening a WebSocket, for the logged-in user's session."""
+    """POST: a one-time token for opening a WebSocket, for the logged-in user's session.
+
+    The token records the origin of the site that issued it (this request's scheme and host,
+    behind CSRF protection), so pages of this site may use it on a socket of another host."""
 
     http_method_names = ["post"]
 
@@ -624,7 +661,7 @@ class WebSocketTokenView(View):
                 logger.warning("Token rate limit hit by user %s", user.pk)
                 return error_response("Too many token requests", 403)
             token = WebSocketToken.generate_token(
-                user=user, session_key=request.session.session_key
+                user=user, session_key=request.session.session_key, origin=site_origin(request)
             )
         return JsonResponse(
             {"token": token.token, "expires_in": int(websocket_setting("token_expiry_seconds"))}

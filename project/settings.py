@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from project.websockets_env import websockets_from_environment
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -136,15 +138,26 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-STATIC_URL = os.environ.get("DJANGO_STATIC_URL", "static/")
+# Absolute, so the storage below (not Django, once, on first use) adds the stage prefix of
+# each request: the site answers on /dev/ of zappa's REST API and on other URLs without it.
+STATIC_URL = os.environ.get("DJANGO_STATIC_URL", "/static/")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django_aws_api_gateway_websockets.serverless.staticfiles."
+        "ScriptPrefixStaticFilesStorage"
+    },
+}
 # Set (and run collectstatic) only to publish files elsewhere, e.g. S3 behind CloudFront.
 STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT") or None
 # Serve straight from the apps' static folders: no collectstatic step before packaging.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# URL names, not paths: reversed, they keep a stage prefix (zappa's /dev/) in SCRIPT_NAME.
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "index"
 
 # API Gateway and the Lambda adapter terminate TLS and say so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -159,19 +172,10 @@ AWS_GATEWAY_REGION_NAME = os.environ.get("AWS_GATEWAY_REGION_NAME") or os.enviro
 )
 AWS_IAM_PROFILE = os.environ.get("AWS_IAM_PROFILE", "")
 
-WEBSOCKETS = {
-    "token_expiry_seconds": int(os.environ.get("WEBSOCKETS_TOKEN_EXPIRY_SECONDS", "60")),
-    # False when sockets live on *.execute-api.amazonaws.com, which gets no site cookies.
-    "token_bound_to_session": env_bool("WEBSOCKETS_TOKEN_BOUND_TO_SESSION", True),
-    "allowed_origins": env_list("WEBSOCKETS_ALLOWED_ORIGINS") or None,
-    "integration_secret": os.environ.get("WEBSOCKETS_INTEGRATION_SECRET", ""),
-    # Connection attempts per IP address (and per user) a minute, and tokens per user a
-    # minute; raised only for load tests through the local gateway (bench/load.py).
-    "rate_limit_max_attempts": int(os.environ.get("WEBSOCKETS_RATE_LIMIT_MAX_ATTEMPTS", "20")),
-    "token_rate_limit_per_minute": int(
-        os.environ.get("WEBSOCKETS_TOKEN_RATE_LIMIT_PER_MINUTE", "20")
-    ),
-}
+# Every key of the library's WEBSOCKETS setting, as WEBSOCKETS_<KEY> (README: Configuration).
+# Unset, the library's defaults fit a deployment: a token is bound to the site's session only
+# where the socket receives its cookie, and the site that issued it is an allowed origin.
+WEBSOCKETS = websockets_from_environment(os.environ)
 # ".example.com" lets a socket on ws.example.com receive the session cookie of example.com.
 SESSION_COOKIE_DOMAIN = os.environ.get("DJANGO_SESSION_COOKIE_DOMAIN") or None
 CSRF_COOKIE_DOMAIN = SESSION_COOKIE_DOMAIN

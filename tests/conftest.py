@@ -42,6 +42,16 @@ def keep_test_connection(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def root_script_prefix():
+    """The Lambda handler sets the thread's script prefix per request (a stage's ``/dev/``)
+    and Django's test client never resets it: start every test from the root again."""
+    from django.urls import set_script_prefix
+
+    yield
+    set_script_prefix("/")
+
+
+@pytest.fixture(autouse=True)
 def no_real_aws(monkeypatch, request):
     """Fail any test whose code tried to reach a real AWS endpoint (moto and local servers
     are fine): a guard at the network edge, so a forgotten mock cannot hide in a fan-out."""

@@ -82,21 +82,25 @@ class GatewayProcess:
             text=True,
         )
         self.output: list[str] = []
-        self.base_url = self._wait_for_url()
-        self.ws_url = self.base_url.replace("http://", "ws://") + "local"
-        self.connections_url = self.base_url + "local"
+        urls = self._wait_for_urls()
+        self.base_url, self.ws_url = urls["Site"], urls["WebSocket"]
+        self.connections_url = urls["@connections"].removesuffix("/@connections/{id}")
 
-    def _wait_for_url(self) -> str:
+    def _wait_for_urls(self) -> dict[str, str]:
+        """The URLs runapigateway prints: the site, the WebSocket and @connections."""
         deadline = time.monotonic() + 60
+        urls: dict[str, str] = {}
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line:
                 raise RuntimeError("runapigateway exited:\n" + "".join(self.output))
             self.output.append(line)
-            match = re.search(r"Site:\s+(http://\S+/)", line)
+            match = re.match(r"\s+(Site|WebSocket|@connections):?\s+(\S+)", line)
             if match:
-                return match.group(1)
+                urls[match.group(1)] = match.group(2)
+            if len(urls) == 3:
+                return urls
         raise RuntimeError("runapigateway did not start:\n" + "".join(self.output))
 
     def rest_of_output(self) -> str:

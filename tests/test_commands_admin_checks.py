@@ -636,6 +636,20 @@ def test_e004_bad_allowed_origins(clean_settings, origins):
     assert "allowed_origins" in found["E004"].msg
 
 
+@pytest.mark.parametrize("value", ["false", "yes", None])
+def test_e007_bad_token_binding(clean_settings, value):
+    clean_settings.WEBSOCKETS = {"token_bound_to_session": value}
+    found = our_checks()
+    assert set(found) == {"E007"}
+    assert repr(value) in found["E007"].msg
+
+
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_token_bindings_that_are_fine(clean_settings, value):
+    clean_settings.WEBSOCKETS = {"token_bound_to_session": value}
+    assert our_checks() == {}
+
+
 def test_several_problems_are_all_reported(clean_settings):
     clean_settings.AWS_GATEWAY_REGION_NAME = ""
     clean_settings.AWS_ACCESS_KEY_ID = "AKIAEXAMPLE"

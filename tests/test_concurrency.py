@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 
@@ -138,3 +139,36 @@ def test_fan_out_and_cleanup_run_concurrently_without_errors_or_double_sends(set
     sent = Counter(c.kwargs["ConnectionId"] for c in client.post_to_connection.call_args_list)
     assert sent == Counter({f"live-{n}": 1 for n in range(300)})
     assert not WebSocketSession.objects.filter(connected=False).exists()
+
+
+def test_one_token_redeemed_at_once_from_the_site_and_a_foreign_origin(settings):
+    """Real clients, cookieless as on an execute-api socket: the site's pages and a foreign
+    page race to redeem one token; exactly one connect from the issuing origin gets through
+    and no foreign one consumes it."""
+    settings.WEBSOCKETS = {"rate_limit_max_attempts": 1000}
+    ApiGateway.objects.create(api_name="Test API", api_id="abc123", stage_name="test")
+    user = get_user_model().objects.create_user(username="racer")
+    site, foreign = "https://www.example.com", "https://evil.net"
+    token = WebSocketToken.generate_token(user, "site-session", origin=site).token
+
+    def connect(number: int) -> int:
+        headers = api_gateway_connect_headers(connection_id=f"race-{number}")
+        headers.pop("HTTP_COOKIE")
+        headers["HTTP_ORIGIN"] = site if number % 2 else foreign
+        return (
+            Client()
+            .post(
+                f"/token/connect?ws_token={token}",
+                data="",
+                content_type="application/json",
+                **headers,
+            )
+            .status_code
+        )
+
+    outcome = burst(connect)
+
+    assert outcome == Counter({200: 1, 401: CLIENTS // 2 - 1, 403: CLIENTS // 2})
+    session = WebSocketSession.objects.get()
+    assert session.user == user and int(session.connection_id.split("-")[1]) % 2 == 1
+    assert WebSocketToken.objects.get(token=token).used is True

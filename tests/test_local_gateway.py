@@ -72,23 +72,33 @@ def stub():
     return StubHandler()
 
 
-@pytest.fixture
-def gateway(stub):
+def running_gateway(stub, **options):
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     server = LocalApiGateway(
         stub,
         port=0,
-        stage="dev",
         route_config=lambda: ("$request.body.action", {"sendmessage"}),
         limits=GatewayLimits(idle_timeout=30, max_connection_duration=1.5),
+        **{"stage": "dev", **options},
     )
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
     yield server
     asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture
+def gateway(stub):
+    yield from running_gateway(stub)
+
+
+@pytest.fixture
+def two_host_gateway(stub):
+    """As deployed: the site under /dev/ on 127.0.0.1, the socket on localhost."""
+    yield from running_gateway(stub, stage="production", socket_host="localhost", site_stage="dev")
 
 
 def raw_http(gateway, data: bytes) -> bytes:
@@ -344,3 +354,59 @@ def test_stop_keeps_answering_the_sends_of_running_handlers(gateway, stub):
         loop = gateway.server.get_loop()
         asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(30)
     assert outcomes == [410, 503]
+
+
+def test_two_hosts_and_a_site_stage_as_on_aws(two_host_gateway, stub):
+    gateway = two_host_gateway
+    assert gateway.site_url == f"http://127.0.0.1:{gateway.port}/dev/"
+    assert gateway.websocket_url == f"ws://localhost:{gateway.port}/production"
+    site = f"Host: 127.0.0.1:{gateway.port}\r\nConnection: close\r\n\r\n".encode()
+    response = raw_http(gateway, b"GET /dev/rooms/general/?a=1 HTTP/1.1\r\n" + site)
+    assert response.startswith(b"HTTP/1.1 200")
+    event = stub.events[-1]
+    # REST API v1 behind a stage: path after the stage, the whole path in the context.
+    assert (event["path"], event["requestContext"]["path"]) == (
+        "/rooms/general/",
+        "/dev/rooms/general/",
+    )
+    assert event["requestContext"]["stage"] == "dev"
+    raw_http(gateway, b"GET /dev HTTP/1.1\r\n" + site)
+    assert (stub.events[-1]["path"], stub.events[-1]["requestContext"]["path"]) == ("/", "/dev")
+    served = len(stub.events)
+    outside = raw_http(gateway, b"GET /rooms/general/ HTTP/1.1\r\n" + site)
+    socket_host = f"Host: LOCALHOST:{gateway.port}\r\nConnection: close\r\n\r\n".encode()
+    on_socket_host = raw_http(gateway, b"GET /dev/ HTTP/1.1\r\n" + socket_host)
+    for response in (outside, on_socket_host):
+        assert response.startswith(b"HTTP/1.1 403") and response.endswith(
+            b'{"message":"Forbidden"}'
+        )
+    assert len(stub.events) == served  # neither reached the site
+    with connect(gateway.websocket_url, open_timeout=5) as client:
+        client.send(json.dumps({"action": "sendmessage"}))
+        assert json.loads(client.recv(5)) == {"route": "sendmessage"}
+    (connect_event,) = stub.of_type("CONNECT")
+    assert connect_event["requestContext"]["domainName"] == f"localhost:{gateway.port}"
+
+
+@pytest.mark.django_db
+def test_pages_are_told_the_socket_host(stub):
+    from django_aws_api_gateway_websockets.management.commands.runapigateway import (
+        register_local_gateway,
+    )
+    from django_aws_api_gateway_websockets.mixins import AddWebSocketRouteToContextMixin
+
+    server = LocalApiGateway(stub, port=8001, stage="local", socket_host="localhost")
+    record = register_local_gateway(server)
+    assert (record.api_endpoint, record.management_endpoint_url) == (
+        "ws://localhost:8001",
+        "http://127.0.0.1:8001/local",
+    )
+    assert AddWebSocketRouteToContextMixin().get_websocket_url() == "ws://localhost:8001/local"
+
+
+@pytest.mark.parametrize("site_stage", ["a b", "dev/x", "local"])
+def test_a_site_stage_must_be_a_name_other_than_the_socket_stage(site_stage):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--site-stage"):
+        call_command("runapigateway", "--site-stage", site_stage)

@@ -8,7 +8,9 @@ from django.test import RequestFactory
 from django_aws_api_gateway_websockets.request_checks import (
     client_ip,
     is_valid_connection_id,
+    normalize_origin,
     origin_allowed,
+    site_origin,
 )
 
 
@@ -80,3 +82,39 @@ def test_malformed_allowed_origin_entries_match_nothing(settings):
     assert origin_allowed("https://example.com", "api.test", True) is False
     assert origin_allowed("https://a.x.com", "api.test", True) is True
     assert origin_allowed("http://a.x.com", "api.test", True) is False
+
+
+@pytest.mark.parametrize(
+    ("origin", "expected"),
+    [
+        ("https://WWW.Example.com", "https://www.example.com"),
+        ("https://www.example.com:443", "https://www.example.com"),
+        ("http://127.0.0.1:8001/", "http://127.0.0.1:8001"),
+        ("http://[::1]:80", "http://[::1]"),
+        ("https://x.io/dev", None),
+        ("null", None),
+        ("ws://x.io", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_normalize_origin(origin, expected):
+    assert normalize_origin(origin) == expected
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        (
+            {
+                "HTTP_HOST": "abc.execute-api.eu-west-1.amazonaws.com",
+                "HTTP_X_FORWARDED_PROTO": "https",
+            },
+            "https://abc.execute-api.eu-west-1.amazonaws.com",
+        ),
+        ({"HTTP_HOST": "127.0.0.1:8001", "SCRIPT_NAME": "/dev"}, "http://127.0.0.1:8001"),
+    ],
+)
+def test_site_origin_is_scheme_and_host_behind_the_proxy_header(settings, meta, expected):
+    settings.ALLOWED_HOSTS = ["*"]
+    assert site_origin(RequestFactory().get("/", **meta)) == expected

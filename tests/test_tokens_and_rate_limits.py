@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from datetime import timedelta
@@ -318,6 +319,53 @@ def test_token_consumed_concurrently_has_exactly_one_winner(alice):
         assert token.used is True
 
 
+@pytest.mark.django_db
+def test_token_with_an_origin_is_consumed_only_by_that_origin(alice):
+    token = WebSocketToken.generate_token(alice, "s", origin="https://www.example.com")
+    for wrong in ("https://evil.net", "", "http://www.example.com"):
+        assert WebSocketToken.validate_and_consume(token.token, "s", origin=wrong) is None
+    token.refresh_from_db()
+    assert token.used is False
+    right = WebSocketToken.validate_and_consume(token.token, "s", origin="https://www.example.com")
+    assert right == alice
+
+
+@pytest.mark.django_db
+def test_an_origin_too_long_to_store_is_stored_as_none(alice):
+    token = WebSocketToken.generate_token(alice, "s", origin="https://" + "a" * 400 + ".io")
+    token.refresh_from_db()
+    assert token.origin == ""
+
+
+@pytest.mark.django_db
+def test_a_token_without_an_issuing_origin_satisfies_no_origin(alice):
+    token = WebSocketToken.generate_token(alice, "s")
+    assert WebSocketToken.validate_and_consume(token.token, "s", origin="https://a.io") is None
+    assert WebSocketToken.validate_and_consume(token.token, None, bind_to_session=False) == alice
+
+
+@pytest.mark.django_db(transaction=True)
+def test_origin_bound_token_consumed_concurrently_has_one_winner_of_that_origin(alice):
+    origins = ["https://www.example.com", "https://evil.net"] * 4
+    for _ in range(5):
+        token = WebSocketToken.generate_token(alice, "s", origin="https://www.example.com")
+        turns: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for origin in origins:
+            turns.put(origin)
+
+        def consume(value=token.token, turns=turns):
+            origin = turns.get_nowait()
+            user = WebSocketToken.validate_and_consume(
+                value, None, bind_to_session=False, origin=origin
+            )
+            return None if user is None else origin
+
+        results, errors = _race(len(origins), consume)
+
+        assert errors == []
+        assert [origin for origin in results if origin is not None] == ["https://www.example.com"]
+
+
 # --------------------------------------------------------------------------- ConnectionRateLimit
 
 
@@ -513,6 +561,20 @@ def test_token_view_issues_a_token_for_the_users_session(alice):
     stored = WebSocketToken.objects.get(token=body["token"])
     assert stored.user == alice
     assert stored.session_key == client.session.session_key
+
+
+@pytest.mark.django_db
+def test_token_view_records_the_issuing_origin_and_survives_an_absurd_host(settings, alice):
+    settings.ALLOWED_HOSTS = ["*"]
+    client = Client()
+    client.force_login(alice)
+    for host, origin in (
+        ("Chat.Example.com:8443", "http://chat.example.com:8443"),
+        ("a" * 400 + ".io", ""),
+    ):
+        response = client.post(TOKEN_URL, HTTP_HOST=host)
+        assert response.status_code == 200
+        assert WebSocketToken.objects.get(token=response.json()["token"]).origin == origin
 
 
 @pytest.mark.django_db

@@ -397,19 +397,6 @@ class TestHooksAndDefaults:
         websocket_session.refresh_from_db()
         assert websocket_session.connected is False
 
-    def test_tokens_unbound_from_the_session_for_cross_domain_sockets(
-        self, settings, alice, alice_client, api_gateway
-    ):
-        token = fresh_token(alice_client)
-        stranger = Client()  # no session cookie, as on an execute-api host
-        assert connect(stranger, f"/token/connect?ws_token={token}").status_code == 401
-        settings.WEBSOCKETS = {"token_bound_to_session": False}
-        response = connect(stranger, f"/token/connect?ws_token={token}", connection_id="c2")
-        assert response.status_code == 200
-        assert WebSocketSession.objects.get().user == alice
-        again = connect(stranger, f"/token/connect?ws_token={token}", connection_id="c3")
-        assert again.status_code == 401
-
 
 def test_requests_without_the_integration_secret_do_not_touch_the_rate_limit(
     settings, client, api_gateway
@@ -422,3 +409,150 @@ def test_requests_without_the_integration_secret_do_not_touch_the_rate_limit(
         client, HTTP_X_FORWARDED_FOR="203.0.113.9", HTTP_X_WEBSOCKET_INTEGRATION_SECRET="s3cret"
     )
     assert genuine.status_code == 200
+
+
+def site_token(user, host="www.example.com", scheme="https", **extra) -> str:
+    """A token from the token view as a page of ``scheme://host`` gets it (behind a proxy
+    that terminates TLS, as API Gateway does)."""
+    client = Client(enforce_csrf_checks=False)
+    client.force_login(user)
+    headers = {"HTTP_HOST": host, "HTTP_X_FORWARDED_PROTO": scheme, **extra}
+    response = client.post("/api/ws-token/", secure=scheme == "https", **headers)
+    assert response.status_code == 200
+    return response.json()["token"]
+
+
+class TestSiteAndSocketOnTwoHosts:
+    """The deployed topology: the site on one host (zappa's REST API, a function URL, a
+    custom domain), the socket on the WebSocket API's host. The site's cookie never reaches
+    the socket, and the page's Origin is the site, not the socket."""
+
+    @pytest.fixture(autouse=True)
+    def site_host(self, settings):
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "www.example.com", "[::1]"]
+
+    def test_default_auto_token_carries_the_user_on_a_cookieless_handshake(
+        self, alice, api_gateway
+    ):
+        token = site_token(alice)
+        browser = Client()  # the socket's host gets none of the site's cookies
+        response = connect(
+            browser,
+            f"/token/connect?ws_token={token}",
+            HTTP_COOKIE=None,
+            HTTP_ORIGIN="https://www.example.com",
+        )
+        assert response.status_code == 200
+        assert WebSocketSession.objects.get().user == alice
+        again = connect(
+            browser,
+            f"/token/connect?ws_token={token}",
+            connection_id="c2",
+            HTTP_COOKIE=None,
+            HTTP_ORIGIN="https://www.example.com",
+        )
+        assert again.status_code == 401
+
+    def test_auto_binds_the_token_when_the_handshake_carries_a_logged_in_session(
+        self, alice, django_user_model, api_gateway
+    ):
+        token = site_token(alice)
+        bob_browser = Client()
+        bob_browser.force_login(django_user_model.objects.create_user(username="bob"))
+        response = connect(bob_browser, f"/token/connect?ws_token={token}", HTTP_COOKIE=None)
+        assert response.status_code == 401
+        assert WebSocketToken.objects.get(token=token).used is False
+
+    def test_strict_binding_refuses_a_cookieless_handshake(self, settings, alice, api_gateway):
+        settings.WEBSOCKETS = {"token_bound_to_session": True}
+        token = site_token(alice)
+        response = connect(Client(), f"/token/connect?ws_token={token}", HTTP_COOKIE=None)
+        assert response.status_code == 401
+
+    def test_binding_off_ignores_another_session_on_the_handshake(
+        self, settings, alice, alice_client, api_gateway
+    ):
+        settings.WEBSOCKETS = {"token_bound_to_session": False}
+        token = site_token(alice)  # another session than alice_client's
+        response = connect(alice_client, f"/token/connect?ws_token={token}", HTTP_COOKIE=None)
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize("origin", ["https://www.example.com", "https://WWW.example.com:443"])
+    def test_the_issuing_site_is_an_allowed_origin_for_its_own_token(
+        self, alice, api_gateway, origin
+    ):
+        token = site_token(alice)
+        assert WebSocketToken.objects.get(token=token).origin == "https://www.example.com"
+        path = f"/token/connect?ws_token={token}"
+        response = connect(Client(), path, HTTP_COOKIE=None, HTTP_ORIGIN=origin)
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize(
+        "origin",
+        [
+            "https://evil.net",
+            "http://www.example.com",  # scheme differs from the issuing site
+            "https://www.example.com:8443",
+            "https://www.example.com.evil.net",
+        ],
+    )
+    def test_another_origin_cannot_redeem_the_sites_token_or_burn_it(
+        self, alice, api_gateway, origin
+    ):
+        token = site_token(alice)
+        path = f"/token/connect?ws_token={token}"
+        refused = connect(Client(), path, HTTP_COOKIE=None, HTTP_ORIGIN=origin)
+        assert refused.status_code == 403
+        assert refused.json() == {"error": "Origin not allowed"}
+        assert WebSocketToken.objects.get(token=token).used is False
+        genuine = connect(
+            Client(),
+            path,
+            connection_id="c2",
+            HTTP_COOKIE=None,
+            HTTP_ORIGIN="https://www.example.com",
+        )
+        assert genuine.status_code == 200
+
+    def test_a_foreign_origin_without_a_token_it_issued_is_403(self, alice, api_gateway):
+        for path in ("/token/connect", f"/token/connect?ws_token={'f' * 64}", "/ws/connect"):
+            response = connect(
+                Client(), path, HTTP_COOKIE=None, HTTP_ORIGIN="https://www.example.com"
+            )
+            assert response.status_code == 403, path
+            assert response.json() == {"error": "Origin not allowed"}
+
+    def test_a_used_token_of_the_issuing_origin_is_401(self, alice, api_gateway):
+        token = site_token(alice)
+        path = f"/token/connect?ws_token={token}"
+        assert (
+            connect(
+                Client(), path, HTTP_COOKIE=None, HTTP_ORIGIN="https://www.example.com"
+            ).status_code
+            == 200
+        )
+        again = connect(
+            Client(),
+            path,
+            connection_id="c2",
+            HTTP_COOKIE=None,
+            HTTP_ORIGIN="https://www.example.com",
+        )
+        assert again.status_code == 401
+
+    def test_the_stage_prefix_is_no_part_of_the_issuing_origin(self, alice, api_gateway):
+        token = site_token(alice, SCRIPT_NAME="/dev")
+        assert WebSocketToken.objects.get(token=token).origin == "https://www.example.com"
+
+    def test_a_local_site_on_another_port_and_ipv6_host(self, alice, api_gateway):
+        token = site_token(alice, host="[::1]:8001", scheme="http")
+        assert WebSocketToken.objects.get(token=token).origin == "http://[::1]:8001"
+        response = connect(
+            Client(),
+            f"/token/connect?ws_token={token}",
+            HTTP_COOKIE=None,
+            HTTP_ORIGIN="http://[::1]:8001",
+            HTTP_HOST="localhost:8001",
+            HTTP_X_FORWARDED_PROTO="http",
+        )
+        assert response.status_code == 200

@@ -144,9 +144,17 @@ def http_event(
     source_ip: str,
     stage: str,
     api_id: str,
+    stage_prefix: bool = False,
 ) -> dict[str, Any]:
-    """A REST (v1) proxy event for the Django site."""
+    """A REST (v1) proxy event for the Django site.
+
+    ``stage_prefix``: the request came to ``/STAGE/...`` of an execute-api URL, so, as API
+    Gateway does, ``path`` is what follows the stage and ``requestContext.path`` the whole."""
     parts = urlsplit(target)
+    full_path = parts.path or "/"
+    path = full_path
+    if stage_prefix:
+        path = full_path[len(stage) + 1 :] or "/"
     single, multi_query = _query(target)
     forwarded = [(n, v) for n, v in headers if n.lower() not in ("x-forwarded-for",)]
     forwarded += [("X-Forwarded-For", source_ip)]
@@ -160,7 +168,7 @@ def http_event(
     request_id = aws_id()
     return {
         "resource": "/{proxy+}",
-        "path": parts.path or "/",
+        "path": path,
         "httpMethod": method,
         "headers": {name: value for name, value in forwarded},
         "multiValueHeaders": _multi(forwarded),
@@ -168,7 +176,7 @@ def http_event(
         "multiValueQueryStringParameters": multi_query,
         "requestContext": {
             "httpMethod": method,
-            "path": parts.path,
+            "path": full_path,
             "stage": stage,
             "requestId": request_id,
             "requestTimeEpoch": now_ms(),

@@ -5,6 +5,11 @@
 - ``/STAGE/@connections/{id}``: the management API (POST, GET, DELETE) that boto3 calls;
 - anything else: the Django site, as REST proxy events through the same handler.
 
+As on AWS, the site and the socket may have two host names (``socket_host``: pages are told
+``ws://SOCKET_HOST:PORT/STAGE``, and the site is not served on that name, so the site's
+cookies never reach the socket), and the site may live under a stage prefix
+(``site_stage``: ``http://HOST:PORT/SITE_STAGE/``, as zappa's REST API URL).
+
 The handler runs in worker threads (it is synchronous Django); the loop stays free to serve
 @connections calls the handler makes while it runs.
 """
@@ -106,9 +111,13 @@ class LocalApiGateway:
         limits: GatewayLimits | None = None,
         workers: int = 8,
         context_factory: Callable[[], Any] = CONTEXT_FACTORY_DEFAULT,
+        socket_host: str | None = None,
+        site_stage: str = "",
     ) -> None:
         self.handler = handler
         self.host = host
+        self.socket_host = socket_host or host
+        self.site_stage = site_stage.strip("/")
         self.port = port
         self.stage = stage
         self.api_id = api_id
@@ -135,7 +144,12 @@ class LocalApiGateway:
 
     @property
     def websocket_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/{self.stage}"
+        return f"ws://{self.socket_host}:{self.port}/{self.stage}"
+
+    @property
+    def site_url(self) -> str:
+        prefix = f"{self.site_stage}/" if self.site_stage else ""
+        return f"http://{self.host}:{self.port}/{prefix}"
 
     @property
     def management_url(self) -> str:
@@ -230,6 +244,10 @@ class LocalApiGateway:
         prefix = self.management_prefix
         if request.path.startswith(prefix):
             return await self._management(request, unquote(request.path[len(prefix) :]))
+        if not self._serves_site(request):
+            # API Gateway's answer for a path outside the REST API's stage, or on a WebSocket
+            # API's host.
+            return 403, [("Content-Type", "application/json")], b'{"message":"Forbidden"}'
         source_ip = _peer_ip(writer)
         event = events.http_event(
             request.method,
@@ -237,11 +255,20 @@ class LocalApiGateway:
             request.headers,
             request.body,
             source_ip,
-            self.stage,
+            self.site_stage or self.stage,
             self.api_id,
+            stage_prefix=bool(self.site_stage),
         )
         response = await self.invoke(event)
         return _http_response(response)
+
+    def _serves_site(self, request: Request) -> bool:
+        if self.socket_host != self.host and _host_name(request) == self.socket_host.lower():
+            return False
+        if not self.site_stage:
+            return True
+        path = request.path
+        return path == f"/{self.site_stage}" or path.startswith(f"/{self.site_stage}/")
 
     # ------------------------------------------------------------------ @connections
 
@@ -417,6 +444,14 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 pass
     except (TimeoutError, ConnectionError):
         pass
+
+
+def _host_name(request: Request) -> str:
+    """The ``Host`` header without its port, in lower case (``[::1]`` keeps its brackets)."""
+    host = request.header("Host").lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.split(":", 1)[0]
 
 
 def _peer_ip(writer: asyncio.StreamWriter) -> str:

@@ -177,13 +177,12 @@ def with_stage_script_name(application: Any) -> Any:
         context = event.get("requestContext") if isinstance(event, dict) else None
         if isinstance(context, dict) and "eventType" not in context:
             full_path, path = context.get("path"), event.get("path")
-            if (
-                isinstance(full_path, str)
-                and isinstance(path, str)
-                and len(full_path) > len(path)
-                and full_path.endswith(path)
-            ):
-                environ["SCRIPT_NAME"] = full_path[: -len(path)].rstrip("/")
+            if isinstance(full_path, str) and isinstance(path, str):
+                # The stage's root without a slash (".../dev") arrives as path "/".
+                if path == "/":
+                    environ["SCRIPT_NAME"] = full_path.rstrip("/")
+                elif len(full_path) > len(path) and full_path.endswith(path):
+                    environ["SCRIPT_NAME"] = full_path[: -len(path)].rstrip("/")
         return application(environ, start_response)
 
     return wrapped

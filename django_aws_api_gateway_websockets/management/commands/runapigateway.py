@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from typing import Any
 
@@ -14,18 +15,32 @@ from django_aws_api_gateway_websockets.serverless.local import LocalLambdaContex
 
 LOCAL_API_ID = "local"
 LOCAL_API_NAME = "Local API Gateway"
+SLUG = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Command(BaseCommand):
     help = (
         "Emulate API Gateway WebSockets locally: a WebSocket endpoint, the @connections API and "
-        "the Django site, all on one port and all through the Lambda handler."
+        "the Django site, all on one port and all through the Lambda handler (the site and the "
+        "socket on two host names with --socket-host, as on AWS)."
     )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8001)
         parser.add_argument("--stage", default="local")
+        parser.add_argument(
+            "--socket-host",
+            default="",
+            help="Host name pages are told to open the WebSocket on (default: --host). Another "
+            "name for the same address, e.g. localhost for 127.0.0.1, keeps the site's cookies "
+            "and origin off the socket, as on AWS.",
+        )
+        parser.add_argument(
+            "--site-stage",
+            default="",
+            help="Serve the site under /SITE_STAGE/, as zappa's REST API URL does (e.g. dev).",
+        )
         parser.add_argument("--idle-timeout", type=float, default=600, help="Seconds (AWS: 600).")
         parser.add_argument("--max-duration", type=float, default=7200, help="Seconds (AWS: 7200).")
         parser.add_argument("--workers", type=int, default=8, help="Concurrent invocations.")
@@ -33,6 +48,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
             raise CommandError("--idle-timeout and --max-duration must be positive.")
+        site_stage = options["site_stage"]
+        if site_stage and (not SLUG.fullmatch(site_stage) or site_stage == options["stage"]):
+            raise CommandError(
+                "--site-stage must be a name of letters, digits, - and _, other than --stage."
+            )
         # boto3 refuses to sign without credentials; the emulator never checks them.
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
@@ -50,6 +70,8 @@ class Command(BaseCommand):
             ),
             workers=options["workers"],
             context_factory=LocalLambdaContext,
+            socket_host=options["socket_host"] or None,
+            site_stage=options["site_stage"],
         )
         try:
             asyncio.run(self.serve(gateway))
@@ -67,7 +89,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(signum, stopping.set)
         self.stdout.write(
             f"Local API Gateway ready.\n"
-            f"  Site:        http://{gateway.host}:{gateway.port}/\n"
+            f"  Site:        {gateway.site_url}\n"
             f"  WebSocket:   {gateway.websocket_url}\n"
             f"  @connections {gateway.management_url}/@connections/{{id}}\n"
             "Press Ctrl-C to stop.",
@@ -86,7 +108,7 @@ def register_local_gateway(gateway: LocalApiGateway) -> ApiGateway:
         LOCAL_API_ID,
         LOCAL_API_NAME,
         gateway.stage,
-        f"ws://{gateway.host}:{gateway.port}",
+        f"ws://{gateway.socket_host}:{gateway.port}",
         gateway.management_url,
     )
 
