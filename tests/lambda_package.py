@@ -182,7 +182,10 @@ def project_digest() -> str:
     for directory, dirs, files in os.walk(ROOT):
         dirs[:] = sorted(name for name in dirs if name not in NOT_PACKAGED)
         for name in sorted(files):
-            if name.endswith((".pyc", ".zip", ".sqlite3")):
+            # Build and test by-products (coverage data files appear during a test run).
+            if name.endswith((".pyc", ".zip", ".sqlite3", ".log", ".md")) or name.startswith(
+                ".coverage"
+            ):
                 continue
             path = Path(directory, name)
             digest.update(f"{path.relative_to(ROOT)}\0".encode())

@@ -33,7 +33,7 @@ from tests.lambda_package import (
     cached_package,
     runtime_python,
 )
-from tests.lambda_sandbox import LambdaSandbox, lambda_environment
+from tests.lambda_sandbox import LambdaSandbox, SandboxError, lambda_environment
 
 STAGE = "dev"
 SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())[STAGE]
@@ -298,6 +298,21 @@ def test_init_loads_the_handler_without_boto3_and_writes_nothing(sandbox):
     } <= sandbox.imports_at_init
     assert "boto3" not in sandbox.imports_at_init
     assert sandbox.writes == []
+
+
+def test_a_package_without_django_staticfiles_fails_init_as_on_lambda(
+    package, function_variables, tmp_path
+):
+    """The harness sees what the issue saw: the old ``"staticfiles"`` exclude removed Django's
+    app, and the runtime reported an init error for every invocation."""
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(package) as good, zipfile.ZipFile(broken, "w") as bad:
+        for item in good.infolist():
+            if not item.filename.startswith("django/contrib/staticfiles/"):
+                bad.writestr(item, good.read(item))
+    with pytest.raises(SandboxError) as failure, new_sandbox(broken, function_variables):
+        pass
+    assert "No module named 'django.contrib.staticfiles'" in str(failure.value)
 
 
 def test_migrate_on_postgresql(migrated):
