@@ -11,6 +11,7 @@ provides beside the function's code) is cached the same way.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -18,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -28,6 +30,7 @@ REQUIREMENTS = ROOT / "requirements.txt"
 RUNTIME_VERSION = "3.12"
 INSTALL_TIMEOUT = 1200
 PACKAGE_TIMEOUT = 900
+STALE_PACKAGE_SECONDS = 6 * 3600
 
 # What AWS's python3.12 runtime provides outside the function's package (its SDK, at the
 # version AWS documents for that runtime in 2025), and AWS's runtime interface client, which
@@ -205,8 +208,11 @@ def cached_package(stage: str = "dev") -> Path:
         return target
     with _locked(target):
         if not target.exists():
+            # Drop packages of earlier trees, but not one a concurrent run may be unzipping.
             for old in cache_root().glob(f"package-{stage}-*.zip"):
-                old.unlink()  # one package per stage is enough to keep
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - old.stat().st_mtime > STALE_PACKAGE_SECONDS:
+                        old.unlink()
             scratch = cache_root() / f"building-{os.getpid()}"
             scratch.mkdir(parents=True, exist_ok=True)
             try:
