@@ -161,7 +161,7 @@ ApiGateway.objects.create(
     api_name="chat", api_id=sys.argv[1], api_created=True, stage_name="dev",
     target_base_endpoint="https://example.invalid/ws/", management_endpoint_url=sys.argv[2],
 )
-tokens = [WebSocketToken.generate_token(user, session.session_key).token for _ in range(3)]
+tokens = [WebSocketToken.generate_token(user, session.session_key).token for _ in range(4)]
 print(json.dumps({"session": session.session_key, "tokens": tokens}))
 """
 
@@ -422,6 +422,27 @@ def test_postman_connect_without_origin_then_message_then_disconnect(
     )
     again = answer(sandbox, message)
     assert again["statusCode"] == 403, again  # gone: its messages are refused
+
+
+def test_browser_connect_with_its_origin(sandbox, seeded):
+    """A browser's handshake (events/connect.json: Origin, Chrome's headers) on our API."""
+    event = load(EVENTS_DIR / "connect.json")
+    event["requestContext"].update(
+        apiId=API_ID, domainName=DOMAIN, stage=STAGE, connectionId="Cq1AAFkNIAMFXfR="
+    )
+    for name, value in (("Host", DOMAIN), ("Origin", f"https://{DOMAIN}")):
+        event["headers"][name] = value
+        event["multiValueHeaders"][name] = [value]
+    cookie = f"sessionid={seeded['session']}"
+    with_query_and_cookie(event, {"ws_token": seeded["tokens"][2], "channel": "lobby"}, cookie)
+    assert answer(sandbox, event)["statusCode"] == 200
+
+    event["headers"]["Origin"] = event["multiValueHeaders"]["Origin"][0] = "https://evil.example"
+    event["requestContext"]["connectionId"] = "Cq1AAFkNIAMFXfS="
+    with_query_and_cookie(event, {"ws_token": seeded["tokens"][3], "channel": "lobby"}, cookie)
+    refused = answer(sandbox, event)
+    assert refused["statusCode"] == 403, refused  # another site's page
+    assert body_of(refused) == {"error": "Origin not allowed"}
 
 
 def test_token_is_one_time(sandbox, seeded):
