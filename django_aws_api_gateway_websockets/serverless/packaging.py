@@ -60,7 +60,10 @@ def site_packages(python: str) -> str:
 
 def compile_commands(project: Path, python: str) -> list[list[str]]:
     """``compileall`` runs: the project (without what is not packaged), then site-packages."""
-    common = [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "checked-hash"]
+    # -f: pip has already written timestamp-checked bytecode for every installed module, and
+    # compileall keeps a .pyc whose header matches its source's time instead of rewriting it.
+    common = [python, "-m", "compileall", "-f", "-q", "-j", "0"]
+    common += ["--invalidation-mode", "checked-hash"]
     skipped = "|".join(name.replace(".", r"\.") for name in SKIPPED_DIRECTORIES)
     return [
         [*common, "-x", rf"[/\\]({skipped})[/\\]", str(project)],
