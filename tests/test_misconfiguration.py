@@ -72,7 +72,8 @@ def test_a_good_secret_starts_the_function(tmp_path):
 
 
 def test_unexpected_setup_error_logs_its_traceback_once_and_answers_500(tmp_path):
-    env = lambda_environment(WEBSOCKETS_TOKEN_EXPIRY_SECONDS="sixty")
+    # A bare int() of the settings file, not one of the checked WEBSOCKETS_* variables.
+    env = lambda_environment(DJANGO_CONN_MAX_AGE="sixty")
     results, logs, _ = invoke_in_process([load_event("connect")] * 2, env, tmp_path)
     assert [r["statusCode"] for r in results] == [500, 500]
     assert "Traceback" not in results[0]["body"]
@@ -82,7 +83,16 @@ def test_unexpected_setup_error_logs_its_traceback_once_and_answers_500(tmp_path
     assert len(per_event) == 2 and "ValueError" in per_event[0]["message"]
     # The settings line that failed names the variable to fix.
     assert "project/settings.py, line" in per_event[0]["message"]
-    assert "WEBSOCKETS_TOKEN_EXPIRY_SECONDS" in per_event[0]["message"]
+    assert "DJANGO_CONN_MAX_AGE" in per_event[0]["message"]
+
+
+def test_unparseable_websockets_variable_is_one_line_naming_it(tmp_path):
+    env = lambda_environment(WEBSOCKETS_TOKEN_EXPIRY_SECONDS="sixty")
+    results, logs, _ = invoke_in_process([load_event("connect")] * 2, env, tmp_path)
+    assert [r["statusCode"] for r in results] == [500, 500]
+    assert not [line for line in logs if "exception" in line]
+    per_event = [line for line in logs if line["message"].startswith("Function misconfigured")]
+    assert len(per_event) == 2 and "WEBSOCKETS_TOKEN_EXPIRY_SECONDS" in per_event[0]["message"]
 
 
 def test_unreachable_database_answers_503_and_names_database_url(tmp_path):
