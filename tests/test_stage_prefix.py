@@ -209,3 +209,34 @@ def test_static_urls_follow_the_request_prefix_but_leave_cdn_urls_alone(settings
         assert storage.url("a.js") == "/static/a.js"
     finally:
         set_script_prefix("/")
+
+
+def http_api_v2(path: str, stage: str) -> dict:
+    """An HTTP API (v2) request as AWS sends it: a named stage stays in ``rawPath``."""
+    event = copy.deepcopy(load_event("http_api_v2"))
+    event["rawPath"] = path
+    event["rawQueryString"] = ""
+    event["headers"]["host"] = SITE_HOST
+    event.pop("cookies", None)
+    event["requestContext"].update(stage=stage, domainName=SITE_HOST)
+    event["requestContext"]["http"].update(method="GET", path=path)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("path", "stage", "prefix"),
+    [("/dev/rooms/general/", "dev", "/dev"), ("/rooms/general/", "$default", "")],
+)
+def test_http_api_v2_named_stage_is_the_script_name(handler, path, stage, prefix):
+    response = handler(http_api_v2(path, stage), None)
+    assert response["statusCode"] == 302
+    headers = {name.lower(): value for name, value in response["headers"].items()}
+    assert headers["location"] == f"{prefix}/login/?next={prefix}/rooms/general/"
+    login = handler(http_api_v2(f"{prefix}/login/", stage), None)
+    assert login["statusCode"] == 200
+    assert f'src="{prefix}/static/' in login["body"] or f'href="{prefix}/static/' in login["body"]
+
+
+def test_http_api_v2_path_merely_starting_like_the_stage_is_left_alone(handler):
+    # "/devices/" is not under the stage "dev": not stripped, so Django sees it whole (404).
+    assert handler(http_api_v2("/devices/", "dev"), None)["statusCode"] == 404

@@ -169,13 +169,24 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
 
 
 def with_stage_script_name(application: Any) -> Any:
-    """WSGI wrapper: on a REST API's execute-api URL the path after the stage reaches Django,
-    so put ``/<stage>`` in SCRIPT_NAME and reversed URLs and redirects keep it."""
+    """WSGI wrapper: on an execute-api URL the stage is the first path segment, so put
+    ``/<stage>`` in SCRIPT_NAME and reversed URLs and redirects keep it.
+
+    A REST API (v1) already strips it from ``path`` (``requestContext.path`` has it); an HTTP
+    API (v2) on a named stage leaves it in ``rawPath``, so it is taken off PATH_INFO here.
+    """
 
     def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
         event = environ.get("apig_wsgi.full_event") or {}
         context = event.get("requestContext") if isinstance(event, dict) else None
-        if isinstance(context, dict) and "eventType" not in context:
+        if isinstance(context, dict) and event.get("version") == "2.0":
+            stage = context.get("stage")
+            prefix = f"/{stage}" if isinstance(stage, str) and stage != "$default" else ""
+            path = environ.get("PATH_INFO", "")
+            if prefix and (path == prefix or path.startswith(prefix + "/")):
+                environ["SCRIPT_NAME"] = prefix
+                environ["PATH_INFO"] = path[len(prefix) :] or "/"
+        elif isinstance(context, dict) and "eventType" not in context:
             full_path, path = context.get("path"), event.get("path")
             if isinstance(full_path, str) and isinstance(path, str):
                 # The stage's root without a slash (".../dev") arrives as path "/".
