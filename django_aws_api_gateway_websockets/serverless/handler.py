@@ -68,7 +68,16 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
     from django.core.wsgi import get_wsgi_application
 
     from ..conf import websocket_setting
-    from .misconfiguration import database_unavailable, websocket_host_refused
+    from django.core.signals import request_started
+
+    from .misconfiguration import (
+        DIRECT_DATABASE_KINDS,
+        DatabaseUnavailable,
+        database_unavailable_answer,
+        ensure_database,
+        probe_database_on_request,
+        websocket_host_refused,
+    )
     from .observability import current_metrics, get_logger
     from .response_headers import trim_header_values
 
@@ -78,6 +87,8 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
     )
     logger = get_logger()
     cold_start = [True]
+    # After django.db's close_old_connections (connected during set-up): see the receiver.
+    request_started.connect(probe_database_on_request, dispatch_uid="websockets-probe-database")
 
     def convert(event: dict[str, Any], context: Any) -> dict[str, Any]:
         """apig-wsgi on an event; its errors building the request mean a malformed event
@@ -110,9 +121,8 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
         return result
 
     def dispatch(kind: EventKind, event: Any, context: Any) -> Any:
-        unavailable = database_unavailable(kind, event, logger)
-        if unavailable is not None:
-            return unavailable
+        if kind in DIRECT_DATABASE_KINDS:
+            ensure_database()
         if kind is EventKind.WEBSOCKET:
             return websocket(event, context)
         if kind is EventKind.HTTP:
@@ -148,6 +158,8 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
         except MalformedEvent as error:
             logger.warning("Malformed event: %s", error)
             result = error_result(400, "Malformed event")
+        except DatabaseUnavailable as error:
+            result = database_unavailable_answer(error, kind, event, logger)
         except Exception:
             logger.exception("Unhandled error in Lambda handler")
             result = error_result(500, "Internal error")

@@ -14,6 +14,7 @@ import os
 import traceback
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from .events import EventKind, classify
 
@@ -22,17 +23,15 @@ DATABASE_HINT = (
     "check DATABASE_URL, the function's subnets and security group, "
     "and that the database is running"
 )
-# Kinds whose work starts with a database query; keep-warm must stay free of any.
-DATABASE_KINDS = frozenset(
-    {
-        EventKind.WEBSOCKET,
-        EventKind.HTTP,
-        EventKind.MANAGE,
-        EventKind.SCHEDULED,
-        EventKind.COMMAND,
-        EventKind.FANOUT,
-    }
+# Direct invocations that run code against the database. HTTP and WebSocket events are probed
+# inside the request instead (probe_database_on_request); keep-warm must stay free of any.
+DIRECT_DATABASE_KINDS = frozenset(
+    {EventKind.MANAGE, EventKind.SCHEDULED, EventKind.COMMAND, EventKind.FANOUT}
 )
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached: the event gets a 503 and one line naming DATABASE_URL."""
 
 
 def error_answer(kind: EventKind, event: Any, status: int, public: str, detail: str) -> Any:
@@ -101,25 +100,44 @@ def misconfigured_handler(error: BaseException) -> LambdaHandler:
     return handler
 
 
-def database_unavailable(kind: EventKind, event: Any, logger: Any) -> Any:
-    """None if the database answers (or ``kind`` needs none); else the 503 to return.
+def ensure_database() -> None:
+    """Connect if there is no connection yet; raise DatabaseUnavailable if that fails.
 
     Connecting first turns "no database" into one line naming DATABASE_URL, instead of an
-    exception inside whatever view or command ran first. A connection kept from an earlier
-    event costs nothing here.
+    exception (and Django's HTML 500 with a traceback) inside whatever ran first. An open
+    connection costs nothing here.
     """
-    if kind not in DATABASE_KINDS:
-        return None
     from django.db import DatabaseError, connection
 
     try:
         connection.ensure_connection()
     except DatabaseError as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        detail = f"Database unavailable ({DATABASE_HINT}): {reason}"
-        logger.error(detail, extra={"status": 503})
-        return error_answer(kind, event, 503, "Service unavailable", detail)
-    return None
+        raise DatabaseUnavailable(f"Database unavailable ({DATABASE_HINT}): {reason}") from None
+
+
+def probe_database_on_request(sender: Any, environ: Any = None, **kwargs: Any) -> None:
+    """``request_started`` receiver for the requests the Lambda handler builds.
+
+    Connected after Django's own ``close_old_connections``, so the connection it opens is the
+    one the view uses: no second connect with ``CONN_MAX_AGE=0``, no extra health check.
+    Static files need no database and are left alone.
+    """
+    if not isinstance(environ, dict) or "apig_wsgi.full_event" not in environ:
+        return
+    from django.conf import settings
+
+    static_path = urlsplit(str(getattr(settings, "STATIC_URL", "") or "")).path
+    if static_path.startswith("/") and environ.get("PATH_INFO", "").startswith(static_path):
+        return
+    ensure_database()
+
+
+def database_unavailable_answer(
+    error: DatabaseUnavailable, kind: EventKind, event: Any, logger: Any
+) -> Any:
+    logger.error(str(error), extra={"status": 503})
+    return error_answer(kind, event, 503, "Service unavailable", str(error))
 
 
 def websocket_host_refused(domain_name: str, kind: EventKind, event: Any, logger: Any) -> Any:
