@@ -65,11 +65,10 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
 
     django.setup(set_prefix=False)
     import apig_wsgi
+    from django.core.signals import request_started
     from django.core.wsgi import get_wsgi_application
 
     from ..conf import websocket_setting
-    from django.core.signals import request_started
-
     from .misconfiguration import (
         DIRECT_DATABASE_KINDS,
         DatabaseUnavailable,
