@@ -380,7 +380,10 @@ class WebSocketToken(models.Model):
         if consumed != 1:
             return None
         if user is None:
-            user = cls.objects.select_related("user").get(token=token_value).user
+            consumed_token = cls.objects.select_related("user").filter(token=token_value).first()
+            if consumed_token is None:  # the clean-up deleted it in between: as if never valid
+                return None
+            user = consumed_token.user
         return user if user.is_active else None
 
     @classmethod

@@ -92,6 +92,30 @@ def site_origin(request: HttpRequest) -> str:
     return normalize_origin(f"{request.scheme}://{request.get_host()}") or ""
 
 
+def host_allowed(host: str) -> bool:
+    """True if ``ALLOWED_HOSTS`` accepts ``host`` (port allowed), as ``request.get_host()``
+    would, DEBUG's local default included."""
+    from django.conf import settings
+    from django.http.request import validate_host
+
+    domain, _ = split_domain_port(host)
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]  # Django's own DEBUG default
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def session_cookie_reaches(host: str) -> bool:
+    """True if the site's session cookie is sent to ``host``: ``SESSION_COOKIE_DOMAIN`` (e.g.
+    ``.example.com``) covers it, so a handshake without that cookie did not come from a
+    browser of the site's users."""
+    from django.conf import settings
+
+    cookie_domain = (getattr(settings, "SESSION_COOKIE_DOMAIN", None) or "").lstrip(".")
+    domain, _ = split_domain_port(host)
+    return bool(cookie_domain and domain) and is_same_domain(domain, "." + cookie_domain)
+
+
 def origin_allowed(origin: str | None, request_host: str, request_is_secure: bool) -> bool:
     """True if a socket opened from ``origin`` may connect to ``request_host``.
 

@@ -12,13 +12,11 @@ import json
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.mail import mail_admins
 from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -40,10 +38,12 @@ from .prepared import PreparedGet, PreparedUpdate
 from .request_checks import (
     channel_name_valid,
     client_ip,
+    host_allowed,
     is_valid_connection_id,
     normalize_origin,
     origin_allowed,
     request_context,
+    session_cookie_reaches,
     site_origin,
 )
 
@@ -88,11 +88,7 @@ def _is_success(response: HttpResponse) -> bool:
 def _allowed_client_host(request: HttpRequest) -> str:
     """The handshake's own ``Host`` (port included), if ``ALLOWED_HOSTS`` accepts it, else ""."""
     host = request.headers.get("X-Websocket-Client-Host", "")
-    domain, _ = split_domain_port(host)
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]  # as HttpRequest.get_host() does
-    return host if domain and validate_host(domain, allowed) else ""
+    return host if host_allowed(host) else ""
 
 
 class WebSocketView(View):
@@ -333,9 +329,13 @@ class WebSocketView(View):
             raise Rejection(error_response("Token required", 401), "no ws_token")
         session = getattr(request, "session", None)
         binding = token_binding()
-        # "auto": bound when the handshake carries a logged-in session, since only then is
-        # there a session to bind to; a socket host without the site's cookies has none.
-        bound = user is not None if binding == "auto" else bool(binding)
+        # "auto": bound when the handshake carries a logged-in session, or when the site's
+        # cookie reaches this host (then a handshake without it is not one of the site's
+        # browsers); a socket host the cookie never reaches redeems the token on its own.
+        if binding == "auto":
+            bound = user is not None or session_cookie_reaches(request.get_host())
+        else:
+            bound = bool(binding)
         token_user = WebSocketToken.validate_and_consume(
             token_value=token,
             session_key=getattr(session, "session_key", None),

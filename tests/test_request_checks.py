@@ -7,9 +7,11 @@ from django.test import RequestFactory
 
 from django_aws_api_gateway_websockets.request_checks import (
     client_ip,
+    host_allowed,
     is_valid_connection_id,
     normalize_origin,
     origin_allowed,
+    session_cookie_reaches,
     site_origin,
 )
 
@@ -118,3 +120,35 @@ def test_normalize_origin(origin, expected):
 def test_site_origin_is_scheme_and_host_behind_the_proxy_header(settings, meta, expected):
     settings.ALLOWED_HOSTS = ["*"]
     assert site_origin(RequestFactory().get("/", **meta)) == expected
+
+
+@pytest.mark.parametrize(
+    ("cookie_domain", "host", "reaches"),
+    [
+        (".example.com", "ws.example.com", True),
+        ("example.com", "ws.example.com:443", True),
+        (".example.com", "example.com", True),
+        (".example.com", "ws.example.com.evil.net", False),
+        (".example.com", "abc.execute-api.eu-west-1.amazonaws.com", False),
+        (None, "ws.example.com", False),
+        ("", "ws.example.com", False),
+    ],
+)
+def test_session_cookie_reaches(settings, cookie_domain, host, reaches):
+    settings.SESSION_COOKIE_DOMAIN = cookie_domain
+    assert session_cookie_reaches(host) is reaches
+
+
+@pytest.mark.parametrize(
+    ("allowed", "debug", "host", "ok"),
+    [
+        ([".amazonaws.com"], False, "abc.execute-api.eu-west-1.amazonaws.com", True),
+        ([".amazonaws.com"], False, "localhost:3001", False),
+        ([], True, "localhost:3001", True),
+        ([], False, "localhost:3001", False),
+        (["*"], False, "*.execute-api.eu-central-1.amazonaws.com", False),
+    ],
+)
+def test_host_allowed(settings, allowed, debug, host, ok):
+    settings.ALLOWED_HOSTS, settings.DEBUG = allowed, debug
+    assert host_allowed(host) is ok

@@ -622,3 +622,23 @@ def test_token_view_expires_in_follows_setting(settings, alice):
     client.force_login(alice)
 
     assert client.post(TOKEN_URL).json()["expires_in"] == 15
+
+
+@pytest.mark.django_db
+def test_a_token_deleted_right_after_its_redemption_is_refused_not_an_error(monkeypatch):
+    """The scheduled clean-up deletes used tokens; one that runs between the consuming UPDATE
+    and the read of the token's user must not turn the connect into a 500."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import QuerySet
+
+    user = get_user_model().objects.create_user(username="carol")
+    token = WebSocketToken.generate_token(user, "session-1")
+    real_update = QuerySet.update
+
+    def update_then_clean_up(queryset, **kwargs):
+        count = real_update(queryset, **kwargs)
+        WebSocketToken.cleanup_expired()
+        return count
+
+    monkeypatch.setattr(QuerySet, "update", update_then_clean_up)
+    assert WebSocketToken.validate_and_consume(token.token, None, bind_to_session=False) is None

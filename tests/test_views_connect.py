@@ -463,6 +463,32 @@ class TestSiteAndSocketOnTwoHosts:
         assert response.status_code == 401
         assert WebSocketToken.objects.get(token=token).used is False
 
+    def test_auto_binds_when_the_sites_cookie_reaches_the_socket_host(
+        self, settings, alice, api_gateway
+    ):
+        # www.example.com and ws.example.com share the session cookie: a handshake without it
+        # is not from the site's browser, so the token alone (perhaps stolen) is not enough.
+        settings.SESSION_COOKIE_DOMAIN = ".example.com"
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "ws.example.com"]
+        token = site_token(alice)
+        response = connect(
+            Client(),
+            f"/token/connect?ws_token={token}",
+            HTTP_COOKIE=None,
+            HTTP_HOST="ws.example.com",
+            HTTP_ORIGIN="https://www.example.com",
+        )
+        assert response.status_code == 401
+        assert WebSocketToken.objects.get(token=token).used is False
+
+    def test_a_cookie_domain_elsewhere_leaves_the_socket_host_unbound(
+        self, settings, alice, api_gateway
+    ):
+        settings.SESSION_COOKIE_DOMAIN = ".example.org"
+        token = site_token(alice)
+        response = connect(Client(), f"/token/connect?ws_token={token}", HTTP_COOKIE=None)
+        assert response.status_code == 200
+
     def test_strict_binding_refuses_a_cookieless_handshake(self, settings, alice, api_gateway):
         settings.WEBSOCKETS = {"token_bound_to_session": True}
         token = site_token(alice)

@@ -146,14 +146,9 @@ def websocket_host_refused(domain_name: str, kind: EventKind, event: Any, logger
     Django would refuse the host too, but with an HTML page; a WebSocket client deserves JSON
     and the operator a line saying which setting to extend.
     """
-    from django.conf import settings
-    from django.http.request import split_domain_port, validate_host
+    from ..request_checks import host_allowed
 
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]  # Django's own DEBUG default
-    domain, _ = split_domain_port(domain_name)
-    if domain and validate_host(domain, allowed):
+    if host_allowed(domain_name):
         return None
     logger.warning(
         "WebSocket host %r is not in ALLOWED_HOSTS: add it (DJANGO_ALLOWED_HOSTS in the "
