@@ -263,7 +263,9 @@ class WebSocketView(View):
             raise
         if not _is_success(response):
             self._attempt_failed(attempt, ip_address, user)
-        elif attempt is None:
+            return response
+        self._store_learned_endpoint()
+        if attempt is None:
             ConnectionRateLimit.record_attempt(ip_address, user=user, successful=True)
         elif user is not None and attempt.user_id != user.pk:
             # An unbound token named the user the session did not: count it against them.
@@ -407,8 +409,17 @@ class WebSocketView(View):
             client_scheme=request.headers.get("X-Websocket-Client-Proto", ""),
         )
         if endpoint:
+            # Used by this connect's own sends at once, stored only once the connect succeeds.
             gateway.management_endpoint_url = endpoint
-            ApiGateway.objects.filter(pk=gateway.pk).update(management_endpoint_url=endpoint)
+            self._learned_endpoint = endpoint
+
+    def _store_learned_endpoint(self) -> None:
+        """After a successful connect: keep the endpoint it taught, unless one is stored."""
+        endpoint, gateway = getattr(self, "_learned_endpoint", ""), self.api_gateway
+        if endpoint and gateway is not None:
+            ApiGateway.objects.filter(pk=gateway.pk, management_endpoint_url="").update(
+                management_endpoint_url=endpoint
+            )
             logger.info("API %s: management endpoint learned: %s", gateway.api_id, endpoint)
 
     def _store_connection(

@@ -163,6 +163,17 @@ class TestServerlessOfflineEndpoint:
         gateway.refresh_from_db()
         assert gateway.management_endpoint_url == ""
 
+    def test_connect_refused_by_the_views_own_hook_stores_nothing(self, handler, gateway, alice):
+        from django.http import JsonResponse
+
+        from websocket_app.views import ChatWebSocketView
+
+        refusal = JsonResponse({"error": "Not today"}, status=403)
+        with patch.object(ChatWebSocketView, "connect", return_value=refusal):
+            assert connect(handler, offline_connect(), alice)["statusCode"] == 403
+        gateway.refresh_from_db()
+        assert gateway.management_endpoint_url == ""
+
     def test_explicit_endpoint_is_kept(self, handler, gateway, alice):
         gateway.management_endpoint_url = "http://localhost:3999"
         gateway.save()
