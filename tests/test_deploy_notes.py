@@ -236,7 +236,9 @@ def test_notes_and_settings_agree_on_the_connections_permission():
 
 
 def test_the_deployer_policy_is_valid_and_covers_what_zappa_calls():
-    block = re.search(r"\$ cat deployer-policy.json\n(.*?)\n\$ ", deploy_section(), re.S)
+    block = re.search(
+        r"\$ cat > deployer-policy.json <<'EOF'\n(.*?)\nEOF\n", deploy_section(), re.S
+    )
     policy = json.loads(block.group(1))
     actions = {action for statement in policy["Statement"] for action in statement["Action"]}
     # zappa deploy: the execution role (create_iam_roles), the function, the REST API's
@@ -252,5 +254,6 @@ def test_the_deployer_policy_is_valid_and_covers_what_zappa_calls():
         "cloudformation:*",
         "events:*",
         "s3:*",
+        "iam:CreateServiceLinkedRole",  # the account's first RDS database
     ):
         assert needed in actions
