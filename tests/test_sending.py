@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from django_aws_api_gateway_websockets import sending
+from django_aws_api_gateway_websockets import send_policy, sending
 from django_aws_api_gateway_websockets.models import ApiGateway, WebSocketSession
 
 PATCH_POINT = "django_aws_api_gateway_websockets.models.get_boto3_client"
@@ -557,7 +557,7 @@ def test_throttling_backs_off_exponentially_between_attempts(fake_aws, gateway_a
     fake_aws.attempts.clear()
     with (
         patch.object(sending, "time") as fake_time,
-        patch.object(sending, "random") as fake_random,
+        patch.object(send_policy, "random") as fake_random,
     ):
         fake_random.uniform.side_effect = lambda low, high: high
         session.send_message({"t": 1})
