@@ -927,3 +927,130 @@ def test_timeouts_are_failures_sent_once_and_do_not_hold_up_the_rest(
     assert (report.delivered, report.gone, report.failed) == (2, 0, 1)
     assert sorted(cid for cid, _, _ in connections_server.requests) == ["fine-1", "fine-2", "stuck"]
     assert connected_ids() == {"fine-1", "stuck", "fine-2"}
+
+
+# --------------------------------------------------------------------------- aborted broadcasts
+
+
+class RowsFailed(Exception):
+    """Stands in for the database dropping the cursor while the rows are streamed."""
+
+
+IDS = [f"c{n}" for n in range(10)]
+GONE_IDS = {"c1", "c3", "c7", "c8"}
+
+
+def fail_rows_after(monkeypatch, count: int) -> list[str]:
+    """Make the fan-out's row stream raise after ``count`` rows; returns the ids it gave."""
+    from django.db.models.query import QuerySet
+
+    real_iterator = QuerySet.iterator
+    given: list[str] = []
+
+    def iterator(self, *args, **kwargs):
+        for row in real_iterator(self, *args, **kwargs):
+            if len(given) == count:
+                raise RowsFailed("the cursor went away mid-broadcast")
+            given.append(row[0])
+            yield row
+
+    monkeypatch.setattr(QuerySet, "iterator", iterator)
+    return given
+
+
+def fail_endpoint_after(monkeypatch, count: int) -> list[str]:
+    """Make resolving a row's endpoint raise (not a per-connection problem) after ``count``
+    rows; returns the ids handed on to a transport."""
+    from django_aws_api_gateway_websockets import aws
+
+    real = aws.management_endpoint_for
+    given: list[str] = []
+    calls = iter(range(10**6))
+
+    def endpoint_for(*args):
+        if next(calls) == count:
+            raise RowsFailed("a bug in the stream")
+        return real(*args)
+
+    monkeypatch.setattr(aws, "management_endpoint_for", endpoint_for)
+    real_send = sending._Broadcast.send
+
+    def send(self, connection_id, *rest):
+        real_send(self, connection_id, *rest)
+        given.append(connection_id)
+
+    monkeypatch.setattr(sending._Broadcast, "send", send)
+    return given
+
+
+def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since ``before`` that are still alive, other than the test server's
+    own request handlers."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and "process_request" not in thread.name
+    ]
+
+
+@pytest.fixture(params=["boto3-threads", "signed-http"])
+def transport(request):
+    """(gateway, ids that were posted to): the boto3 path through a patched
+    ``get_boto3_client``, or the signed-HTTP fan-out against a real local server."""
+    if request.param == "boto3-threads":
+        world = request.getfixturevalue("fake_aws")
+        gateway = request.getfixturevalue("gateway_a")
+        world.script.update({cid: [gone_error()] for cid in GONE_IDS})
+        return gateway, lambda: {cid for _, cid, _ in world.posts}
+    server = request.getfixturevalue("connections_server")
+    gateway = request.getfixturevalue("local_gateway")
+    server.gone = set(GONE_IDS)
+    return gateway, lambda: {cid for cid, _, _ in server.requests}
+
+
+@pytest.mark.parametrize("failure", [fail_rows_after, fail_endpoint_after])
+def test_broadcast_stopped_by_an_error_leaves_no_thread_and_marks_the_gone_it_saw(
+    transport, failure, monkeypatch
+):
+    gateway, posted = transport
+    # A completed broadcast first: machinery meant to outlive one send exists before we look.
+    make_sessions(gateway, "warm-up")
+    assert WebSocketSession.objects.all().send_message({"t": 0}).delivered == 1
+    before = set(threading.enumerate())
+    make_sessions(gateway, *IDS, channel="room")
+
+    given = failure(monkeypatch, 5)
+    with pytest.raises(RowsFailed):
+        WebSocketSession.objects.filter(channel_name="room").send_message({"t": 1})
+
+    assert new_threads(before) == []
+    assert len(given) == 5
+    assert posted() - {"warm-up"} == set(given)
+    expected_connected = {"warm-up"} | (set(IDS) - (GONE_IDS & set(given)))
+    assert connected_ids() == expected_connected
+    # Something gone was seen, and something gone was never reached: both cases were tested.
+    assert GONE_IDS & set(given) and GONE_IDS - set(given)
+
+
+def test_aborted_broadcast_reports_what_it_sent(fake_aws, gateway_a, monkeypatch):
+    """The messages_sent signal still tells metrics what was delivered before the error."""
+    from django_aws_api_gateway_websockets.signals import messages_sent
+
+    make_sessions(gateway_a, *IDS)
+    fake_aws.script.update({cid: [gone_error()] for cid in GONE_IDS})
+    reports = []
+
+    def receiver(sender, report, **kwargs):
+        reports.append(report)
+
+    messages_sent.connect(receiver)
+    try:
+        given = fail_rows_after(monkeypatch, 5)
+        with pytest.raises(RowsFailed):
+            WebSocketSession.objects.all().send_message({"t": 1})
+    finally:
+        messages_sent.disconnect(receiver)
+    (report,) = reports
+    gone_seen = GONE_IDS & set(given)
+    assert (report.delivered, report.gone, report.failed) == (5 - len(gone_seen), len(gone_seen), 0)
+    assert sorted(report.gone_connection_ids) == sorted(gone_seen)
