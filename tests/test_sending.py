@@ -771,6 +771,7 @@ class ConnectionsServer:
         self.stage = stage
         self.gone: set[str] = set()
         self.throttle: dict[str, int] = {}  # id -> how many 429s before a 200
+        self.throttle_answer = (429, "LimitExceededException")
         self.broken: set[str] = set()  # ids answered with 500
         self.silent: set[str] = set()  # ids never answered (timeouts)
         self.requests: list[tuple[str, str, bytes]] = []
@@ -798,7 +799,7 @@ class ConnectionsServer:
                 elif cid in server.broken:
                     self._reply(500, "InternalServerErrorException")
                 elif throttles_left:
-                    self._reply(429, "LimitExceededException")
+                    self._reply(*server.throttle_answer)
                 else:
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
@@ -1054,3 +1055,60 @@ def test_aborted_broadcast_reports_what_it_sent(fake_aws, gateway_a, monkeypatch
     gone_seen = GONE_IDS & set(given)
     assert (report.delivered, report.gone, report.failed) == (5 - len(gone_seen), len(gone_seen), 0)
     assert sorted(report.gone_connection_ids) == sorted(gone_seen)
+
+
+# --------------------------------------------------------------------------- one outcome policy
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (429, "LimitExceededException"),
+        (400, "LimitExceededException"),
+        (400, "TooManyRequestsException"),
+        (400, "ThrottlingException"),
+        (429, "SomethingElse"),
+    ],
+    ids=["429-limit", "limit", "toomany", "throttling", "429-any"],
+)
+@pytest.mark.parametrize("fanout_transport", ["auto", "boto3"])
+def test_both_transports_retry_the_same_throttling_answers(
+    connections_server, local_gateway, settings, answer, fanout_transport
+):
+    """Real boto3 and the signed-HTTP fan-out read one list of throttling codes: each of
+    these answers is retried, then delivered once."""
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "fanout_transport": fanout_transport}
+    connections_server.throttle_answer = answer
+    single, room_a, room_b = make_sessions(local_gateway, "single", "room-a", "room-b")
+    connections_server.throttle = {"single": 2, "room-a": 2}
+
+    assert single.send_message({"t": 1}).delivered == 1
+    single.connected = False
+    single.save()
+    report = WebSocketSession.objects.all().send_message({"t": 2})
+
+    assert (report.delivered, report.gone, report.failed) == (2, 0, 0)
+    assert len(connections_server.bodies_for("single")) == 3
+    assert len(connections_server.bodies_for("room-a")) == 3
+    assert len(connections_server.bodies_for("room-b")) == 1
+
+
+def test_a_throttled_fan_out_gives_up_as_failed_on_both_transports(
+    connections_server, local_gateway, settings
+):
+    for transport in ("auto", "boto3"):
+        settings.WEBSOCKETS = {**settings.WEBSOCKETS, "fanout_transport": transport}
+        connections_server.requests.clear()
+        connections_server.throttle = {"busy": 100}
+        WebSocketSession.objects.all().delete()
+        make_sessions(local_gateway, "busy", "fine")
+        report = WebSocketSession.objects.all().send_message({"t": transport})
+        assert (report.delivered, report.gone, report.failed) == (1, 0, 1), transport
+        assert len(connections_server.bodies_for("busy")) == 3 + 1, transport
+
+
+def test_outcomes_compare_equal_to_their_names():
+    """Code that compared the old bare strings keeps working."""
+    assert send_policy.Outcome.DELIVERED == "delivered"
+    assert send_policy.Outcome.THROTTLED.failed and send_policy.Outcome.FAILED.failed
+    assert not send_policy.Outcome.GONE.failed
