@@ -25,8 +25,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from . import aws
 from .conf import websocket_setting
 from .connections_http import FanOut, Signer, Target, target_for
-from .fanout_dispatch import FANOUT_EVENT_KEY, fanout_function, queue_batches
-from .send_policy import Backoff, Outcome, classify
+from .fanout_dispatch import fanout_function, queue_batches
+from .send_policy import THROTTLING_CODES, Backoff, Outcome, classify
 from .signals import messages_sent
 
 if TYPE_CHECKING:
@@ -39,11 +39,11 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 128 * 1024
 GONE_UPDATE_BATCH = 5000
 APP_LABEL = "django_aws_api_gateway_websockets"
-# Kept importable from here: the client factory now lives in ``aws``.
+# Kept importable from here: they now live in ``aws`` and ``send_policy``.
 management_client = aws.management_client
 __all__ = [
-    "FANOUT_EVENT_KEY",
     "MAX_MESSAGE_BYTES",
+    "THROTTLING_CODES",
     "Outcome",
     "SendReport",
     "encode_payload",
