@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import logging
 import os
-import random
 import ssl
 import sys
 import threading
@@ -25,12 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .send_policy import Outcome, backoff_delay, classify
+
 logger = logging.getLogger(__name__)
 
-DELIVERED = "delivered"
-GONE = "gone"
-FAILED = "failed"
-THROTTLED = "throttled"
 REQUEST_TIMEOUT = 10.0
 
 
@@ -298,14 +295,14 @@ class FanOut:
             outcome = await self._post_with_retries(target, signer, payload, connection_id)
         except Exception:
             logger.exception("Sending to connection %s failed", connection_id)
-            outcome = FAILED
+            outcome = Outcome.FAILED
         finally:
             self._room.release()
         self.on_result(connection_id, outcome)
 
     async def _post_with_retries(
         self, target: Target, signer: Signer, payload: bytes, connection_id: str
-    ) -> str:
+    ) -> Outcome:
         path = connection_path(target, connection_id)
         for attempt in range(self.max_retries + 1):
             head = [
@@ -319,16 +316,14 @@ class FanOut:
             status, error_type = await self._pool(target).post(
                 "\r\n".join(head).encode("latin-1") + payload
             )
-            if 200 <= status < 300:
-                return DELIVERED
-            if status == 410 or error_type == "GoneException":
-                return GONE
-            if status != 429 and error_type not in ("LimitExceededException",):
+            outcome = classify(status, error_type)
+            if outcome is Outcome.FAILED:
                 logger.error(
                     "Sending to connection %s failed: HTTP %s %s", connection_id, status, error_type
                 )
-                return FAILED
+            if outcome is not Outcome.THROTTLED:
+                return outcome
             if attempt < self.max_retries:
-                await asyncio.sleep(random.uniform(0, self.base_delay * (2**attempt)))
+                await asyncio.sleep(backoff_delay(attempt, self.base_delay))
         logger.error("Sending to connection %s still throttled; giving up", connection_id)
-        return FAILED
+        return Outcome.THROTTLED

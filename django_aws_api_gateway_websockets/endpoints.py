@@ -6,7 +6,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-EXECUTE_API_DOMAIN = re.compile(r"^[a-z0-9]+\.execute-api\.[a-z0-9-]+\.amazonaws\.com$")
+# The one copy of API Gateway's default host name; group 1 is the region.
+EXECUTE_API_DOMAIN = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 # Names that no public certificate authority (so no ACM certificate, so no API Gateway custom
 # domain) can cover: RFC 6761 special-use names, mDNS (.local), RFC 8375 (.home.arpa), ICANN's
 # private-use .internal, and the usual home-router suffixes.
@@ -27,6 +28,12 @@ HOSTNAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 
 def execute_api_endpoint(api_id: str, region: str, stage: str) -> str:
     return f"https://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
+
+
+def execute_api_region(endpoint_url: str) -> str:
+    """The region of an execute-api URL (``https://id.execute-api.eu-west-1...``), else ""."""
+    match = EXECUTE_API_DOMAIN.match(urlsplit(endpoint_url).hostname or "")
+    return match.group(1) if match else ""
 
 
 def split_authority(authority: str) -> tuple[str, int | None] | None:

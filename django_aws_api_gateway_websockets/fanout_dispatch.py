@@ -3,7 +3,8 @@
 One invocation sends ~1 800 messages/s, and a message route must answer within API Gateway's
 29 s. With ``WEBSOCKETS["fanout_invocation_batch"]`` set, a fan-out to more connections than
 that keeps the first batch and hands each further batch to an ``InvocationType="Event"``
-invocation of the same function, whose handler sends it with the same code path.
+invocation of the same function, whose handler sends it with the same code path
+(``sending.run_fanout_event``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
 
+from . import aws
 from .conf import websocket_setting
 
 FANOUT_EVENT_KEY = "websocket_fanout"
@@ -45,11 +46,9 @@ def batches(connection_ids: list[str], size: int, payload_text: str) -> Iterator
 
 def queue_batches(connection_ids: list[str], payload: bytes) -> int:
     """Invoke the function asynchronously once per batch; return how many ids were queued."""
-    from . import models
-
     size = int(websocket_setting("fanout_invocation_batch"))
     text = payload.decode("utf-8")
-    client = models.get_boto3_client("lambda")
+    client = aws.client("lambda")
     function = fanout_function()
     queued = 0
     for batch in batches(connection_ids, size, text):
@@ -59,28 +58,3 @@ def queue_batches(connection_ids: list[str], payload: bytes) -> int:
         )
         queued += len(batch)
     return queued
-
-
-def run_fanout_event(body: Any) -> dict[str, Any]:
-    """Handler side: send one queued batch, exactly as the originating fan-out would have."""
-    from .models import WebSocketSession
-    from .sending import send_to_sessions
-
-    if not isinstance(body, dict):
-        return {"statusCode": 400, "body": "Malformed fan-out event"}
-    ids, text = body.get("connection_ids"), body.get("payload")
-    if not isinstance(ids, list) or not isinstance(text, str):
-        return {"statusCode": 400, "body": "Malformed fan-out event"}
-    sessions = WebSocketSession.objects.filter(
-        connection_id__in=[i for i in ids if isinstance(i, str)]
-    )
-    try:
-        report = send_to_sessions(sessions, json.loads(text), dispatch=False)
-    except (ValueError, RecursionError):  # not JSON, or too large to send
-        return {"statusCode": 400, "body": "Malformed fan-out event"}
-    return {
-        "statusCode": 200,
-        "delivered": report.delivered,
-        "gone": report.gone,
-        "failed": report.failed,
-    }

@@ -1,25 +1,27 @@
-"""Database models, plus the two AWS helpers every other module looks up here.
+"""Database models, plus the two documented AWS helpers.
 
 ``get_boto3_client`` is the single patch point for AWS access: sending, fan-out and gateway
-provisioning all call ``models.get_boto3_client`` at call time, so one ``mock.patch`` of
-``django_aws_api_gateway_websockets.models.get_boto3_client`` intercepts them all.
+provisioning all reach it through ``aws.client``, which looks it up here at call time, so one
+``mock.patch`` of ``django_aws_api_gateway_websockets.models.get_boto3_client`` intercepts
+them all. The clients themselves are made in ``aws``.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-import threading
 from datetime import timedelta
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from .endpoints import execute_api_endpoint
+from . import aws, provisioning
 
 if TYPE_CHECKING:
     from .sending import SendReport
@@ -29,15 +31,7 @@ TOKEN_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 def get_region_name() -> str:
     """The AWS region of the API Gateway: ``AWS_GATEWAY_REGION_NAME``, else ``AWS_REGION_NAME``."""
-    region = getattr(settings, "AWS_GATEWAY_REGION_NAME", None) or getattr(
-        settings, "AWS_REGION_NAME", None
-    )
-    if not region:
-        raise ImproperlyConfigured(
-            "No AWS region configured: set AWS_GATEWAY_REGION_NAME (or AWS_REGION_NAME) "
-            "in your Django settings."
-        )
-    return region
+    return aws.region_from_settings()
 
 
 def get_boto3_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
@@ -45,43 +39,14 @@ def get_boto3_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
 
     ``AWS_IAM_PROFILE`` selects a named profile; otherwise ``AWS_ACCESS_KEY_ID`` and
     ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``, if set) are used when both are set;
-    otherwise boto3's default chain
-    (the Lambda execution role). Extra keyword arguments go to ``Session.client``.
+    otherwise boto3's default chain (the Lambda execution role). Extra keyword arguments go to
+    ``Session.client``. The library calls this through ``aws.client``, at call time.
     """
-    import boto3  # Imported here: boto3 costs ~0.7 s of cold start the first event may not need.
-
-    session_kwargs: dict[str, str] = {}
-    profile = getattr(settings, "AWS_IAM_PROFILE", None)
-    access_key = getattr(settings, "AWS_ACCESS_KEY_ID", None)
-    secret_key = getattr(settings, "AWS_SECRET_ACCESS_KEY", None)
-    if profile:
-        session_kwargs["profile_name"] = profile
-    elif access_key and secret_key:
-        session_kwargs["aws_access_key_id"] = access_key
-        session_kwargs["aws_secret_access_key"] = secret_key
-        session_token = getattr(settings, "AWS_SESSION_TOKEN", None)
-        if session_token:
-            session_kwargs["aws_session_token"] = session_token
-    if "region_name" not in kwargs:  # not setdefault: that would demand a region regardless
-        kwargs["region_name"] = get_region_name()
-    # A Session loads endpoint and service data from disk (~100 ms of CPU): keep one per
-    # credential set for the life of the process. Session.client is not thread-safe.
-    key = (boto3.session.Session, tuple(sorted(session_kwargs.items())))
-    with _SESSIONS_LOCK:
-        session = _SESSIONS.get(key)
-        if session is None:
-            session = _SESSIONS[key] = boto3.session.Session(**session_kwargs)
-        return session.client(service, **kwargs)
-
-
-_SESSIONS: dict[tuple[Any, ...], Any] = {}
-_SESSIONS_LOCK = threading.Lock()
+    return aws.new_client(service, **kwargs)
 
 
 def validate_endpoint_url(value: str) -> None:
     """Accept any http(s) URL with a host, including dot-less hosts such as ``testserver``."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError("Enter an http:// or https:// URL with a host name.")
@@ -185,7 +150,9 @@ class ApiGateway(models.Model):
     @property
     def management_endpoint(self) -> str:
         """Base URL of the @connections API that replies are posted to."""
-        return management_endpoint_for(self.management_endpoint_url, self.api_id, self.stage_name)
+        return aws.management_endpoint_for(
+            self.management_endpoint_url, self.api_id, self.stage_name
+        )
 
     def integration_url(self, route_name: str) -> str:
         """The HTTP integration URL of one route: target base endpoint plus the route name."""
@@ -193,32 +160,15 @@ class ApiGateway(models.Model):
 
     def create_gateway(self) -> None:
         """Create (or finish creating) the API, integrations, routes, stage and deployment."""
-        from .provisioning import create_gateway
-
-        create_gateway(self)
+        provisioning.create_gateway(self)
 
     def create_custom_domain(self) -> None:
         """Create the custom domain name and map it to this API's stage."""
-        from .provisioning import create_custom_domain
-
-        create_custom_domain(self)
+        provisioning.create_custom_domain(self)
 
     def deploy_api(self, client: Any) -> str:
         """Deploy the stage with ``client`` and store the new deployment id."""
-        from .provisioning import deploy_api
-
-        return deploy_api(self, client)
-
-
-def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> str:
-    """The @connections base URL: ``explicit_url`` if set, else the execute-api URL."""
-    if explicit_url:
-        return explicit_url.rstrip("/")
-    if not api_id:
-        raise ImproperlyConfigured(
-            "The API Gateway has no api_id and no management_endpoint_url: cannot send."
-        )
-    return execute_api_endpoint(api_id, get_region_name(), stage_name)
+        return provisioning.deploy_api(self, client)
 
 
 class ApiGatewayAdditionalRoute(models.Model):
@@ -255,23 +205,25 @@ class ApiGatewayAdditionalRoute(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
         if self.api_gateway.api_created and not self.deployed:
-            from .provisioning import create_route_in_aws
-
-            create_route_in_aws(self)
+            provisioning.create_route_in_aws(self)
 
     def create_route(self, client: Any, deploy: bool = True) -> None:
         """Create this route (and its integration) in AWS; redeploy the stage if ``deploy``."""
-        from .provisioning import create_additional_route
+        provisioning.create_additional_route(self, client, deploy=deploy)
 
-        create_additional_route(self, client, deploy=deploy)
+
+def _sending() -> ModuleType:
+    """The send machinery, imported on the first send: it brings asyncio, ssl and threads
+    (~0.1 s of import) that answering a CONNECT never needs."""
+    from . import sending
+
+    return sending
 
 
 class WebSocketSessionQuerySet(models.QuerySet):
     def send_message(self, data: Any) -> SendReport:
         """Send ``data`` as JSON to every connected session in this queryset, concurrently."""
-        from .sending import send_to_sessions
-
-        return send_to_sessions(self, data)
+        return _sending().send_to_sessions(self, data)
 
 
 class WebSocketSession(models.Model):
@@ -305,9 +257,7 @@ class WebSocketSession(models.Model):
 
     def send_message(self, data: Any) -> SendReport:
         """Send ``data`` as JSON to this connection; a gone connection is marked disconnected."""
-        from .sending import send_to_session
-
-        return send_to_session(self, data)
+        return _sending().send_to_session(self, data)
 
 
 class WebSocketToken(models.Model):

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import aws
+
 if TYPE_CHECKING:
     from .models import ApiGateway, ApiGatewayAdditionalRoute
 
@@ -23,20 +25,6 @@ LIFECYCLE_ROUTES = (("$connect", "connect"), ("$disconnect", "disconnect"))
 
 class GatewayProvisioningError(Exception):
     """An AWS step failed or the record cannot be provisioned; the message says which."""
-
-
-def _aws_errors() -> tuple[type[Exception], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (ClientError, BotoCoreError)
-
-
-def _describe(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    details = response.get("Error", {})
-    if details:
-        return f"{details.get('Code', 'Error')}: {details.get('Message', '')}".strip()
-    return str(error)
 
 
 def _paged(operation: Callable[..., dict[str, Any]], **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -60,11 +48,9 @@ class _Provisioner:
     """Creates the pieces of one gateway; remembers what already exists when resuming."""
 
     def __init__(self, gateway: ApiGateway, client: Any, resuming: bool) -> None:
-        from .models import get_region_name
-
         self.gateway = gateway
         self.client = client
-        self.region = get_region_name()
+        self.region = aws.region()
         self.routes: dict[str, str] = {}
         self.integrations: dict[str, str] = {}
         if resuming:
@@ -125,15 +111,13 @@ class _Provisioner:
         return route_id
 
     def ensure_stage(self, resuming: bool) -> None:
-        from botocore.exceptions import ClientError
-
         gateway = self.gateway
         if resuming:
             try:
                 self.client.get_stage(ApiId=gateway.api_id, StageName=gateway.stage_name)
                 return
-            except ClientError as error:
-                if "NotFound" not in _describe(error):
+            except aws.client_error() as error:
+                if "NotFound" not in aws.describe(error):
                     raise
         self.client.create_stage(
             ApiId=gateway.api_id,
@@ -143,13 +127,9 @@ class _Provisioner:
 
     def ensure_invoke_permission(self) -> None:
         """Allow API Gateway to invoke the Lambda function (idempotent)."""
-        from botocore.exceptions import ClientError
-
-        from . import models
-
         function_arn = self.gateway.lambda_function_arn
         account_id = function_arn.split(":")[4] if function_arn.count(":") >= 6 else "*"
-        lambda_client = models.get_boto3_client("lambda")
+        lambda_client = aws.client("lambda")
         try:
             lambda_client.add_permission(
                 FunctionName=function_arn,
@@ -158,15 +138,13 @@ class _Provisioner:
                 Principal="apigateway.amazonaws.com",
                 SourceArn=f"arn:aws:execute-api:{self.region}:{account_id}:{self.gateway.api_id}/*",
             )
-        except ClientError as error:
-            if "ResourceConflict" not in _describe(error):
+        except aws.client_error() as error:
+            if "ResourceConflict" not in aws.describe(error):
                 raise
 
 
 def create_gateway(gateway: ApiGateway) -> None:
     """Create the WebSocket API and everything it needs, then mark ``api_created``."""
-    from . import models
-
     if gateway.api_created:
         raise GatewayProvisioningError(f"API Gateway {gateway.api_name!r} is already created.")
     if not (gateway.target_base_endpoint or gateway.lambda_function_arn):
@@ -178,7 +156,7 @@ def create_gateway(gateway: ApiGateway) -> None:
     step = "connect to AWS"
     try:
         # Inside the try: a missing profile or region is reported like any failed step.
-        client = models.get_boto3_client("apigatewayv2")
+        client = aws.client("apigatewayv2")
         step = "create the API"
         if not resuming:
             response = client.create_api(
@@ -207,10 +185,10 @@ def create_gateway(gateway: ApiGateway) -> None:
             provisioner.ensure_invoke_permission()
         step = "deploy the stage"
         deploy_api(gateway, client)
-    except (*_aws_errors(), ImproperlyConfigured) as error:
+    except (*aws.errors(), ImproperlyConfigured) as error:
         logger.error("Creating API Gateway %s failed: %s", gateway.api_name, error)
         raise GatewayProvisioningError(
-            f"Could not {step} for {gateway.api_name!r}: {_describe(error)}. "
+            f"Could not {step} for {gateway.api_name!r}: {aws.describe(error)}. "
             "Fix the cause and run it again: it resumes where it stopped."
         ) from error
     # Created and deployed with the stage: they must not be created again on the next save.
@@ -233,8 +211,6 @@ def deploy_api(gateway: ApiGateway, client: Any) -> str:
 
 def create_additional_route(route: ApiGatewayAdditionalRoute, client: Any, deploy: bool) -> None:
     """Create one additional route of an already created gateway, then optionally deploy."""
-    from .models import ApiGatewayAdditionalRoute
-
     gateway = route.api_gateway
     if not gateway.api_id:
         raise GatewayProvisioningError(
@@ -246,39 +222,35 @@ def create_additional_route(route: ApiGatewayAdditionalRoute, client: Any, deplo
         provisioner = _Provisioner(gateway, client, resuming=True)
         try:
             provisioner.ensure_route(route.route_key, route.route_key, route.integration_url)
-        except _aws_errors() as error:
-            if "Conflict" not in _describe(error):
+        except aws.errors() as error:
+            if "Conflict" not in aws.describe(error):
                 raise
             logger.info("Route %s already exists in AWS; reusing it", route.route_key)
         if deploy:
             deploy_api(gateway, client)
-    except _aws_errors() as error:
+    except aws.errors() as error:
         raise GatewayProvisioningError(
             f"Could not create route {route.route_key!r} on {gateway.api_name!r}: "
-            f"{_describe(error)}"
+            f"{aws.describe(error)}"
         ) from error
     if deploy:
-        ApiGatewayAdditionalRoute.objects.filter(pk=route.pk).update(deployed=True)
+        type(route)._default_manager.filter(pk=route.pk).update(deployed=True)
         route.deployed = True
 
 
 def create_route_in_aws(route: ApiGatewayAdditionalRoute) -> None:
     """Create a saved route of an already created gateway in AWS, and deploy it."""
-    from . import models
-
     try:
-        client = models.get_boto3_client("apigatewayv2")
-    except (*_aws_errors(), ImproperlyConfigured) as error:
+        client = aws.client("apigatewayv2")
+    except (*aws.errors(), ImproperlyConfigured) as error:
         raise GatewayProvisioningError(
-            f"Could not connect to AWS to create route {route.route_key!r}: {_describe(error)}"
+            f"Could not connect to AWS to create route {route.route_key!r}: {aws.describe(error)}"
         ) from error
     route.create_route(client, deploy=True)
 
 
 def create_custom_domain(gateway: ApiGateway) -> None:
     """Create the gateway's custom domain name and map it to the stage (resumable)."""
-    from . import models
-
     if not gateway.api_created:
         raise GatewayProvisioningError(
             f"Create API Gateway {gateway.api_name!r} before its custom domain."
@@ -290,7 +262,7 @@ def create_custom_domain(gateway: ApiGateway) -> None:
         )
     step = "connect to AWS"
     try:
-        client = models.get_boto3_client("apigatewayv2")
+        client = aws.client("apigatewayv2")
         step = "create the domain name"
         if not gateway.api_gateway_domain_name:
             response = client.create_domain_name(
@@ -314,9 +286,9 @@ def create_custom_domain(gateway: ApiGateway) -> None:
                 ApiId=gateway.api_id, DomainName=gateway.domain_name, Stage=gateway.stage_name
             )
             gateway.api_mapping_id = response["ApiMappingId"]
-    except (*_aws_errors(), ImproperlyConfigured) as error:
+    except (*aws.errors(), ImproperlyConfigured) as error:
         raise GatewayProvisioningError(
-            f"Could not {step} for {gateway.api_name!r}: {_describe(error)}"
+            f"Could not {step} for {gateway.api_name!r}: {aws.describe(error)}"
         ) from error
     gateway.custom_domain_created = True
     gateway.save(update_fields=["api_mapping_id", "custom_domain_created", "updated_on"])

@@ -2,44 +2,58 @@
 
 A payload is JSON-encoded once and size-checked before any network call. A connection that
 API Gateway reports gone (``GoneException``, HTTP 410) is normal: its session is marked
-disconnected. Throttling is retried with exponential back-off; other errors surface (single
-send) or are counted (fan-out), so one bad connection never stops a broadcast.
+disconnected. Throttling is retried with jittered exponential back-off (``send_policy``);
+other errors surface (single send) or are counted (fan-out), so one bad connection never
+stops a broadcast. This module never imports ``models``: it works on the querysets and
+sessions it is given and reaches AWS through ``aws``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import re
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
+from . import aws
 from .conf import websocket_setting
-from .connections_http import DELIVERED, FAILED, GONE, FanOut, Signer, Target, target_for
+from .connections_http import FanOut, Signer, Target, target_for
 from .fanout_dispatch import fanout_function, queue_batches
+from .send_policy import THROTTLING_CODES, Backoff, Outcome, classify
 from .signals import messages_sent
 
 if TYPE_CHECKING:
-    from django.db.models import QuerySet
+    from django.db.models import Model, QuerySet
 
     from .models import WebSocketSession
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 128 * 1024
-THROTTLING_CODES = frozenset(
-    {"LimitExceededException", "TooManyRequestsException", "ThrottlingException"}
-)
 GONE_UPDATE_BATCH = 5000
-EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
+APP_LABEL = "django_aws_api_gateway_websockets"
+# Kept importable from here: they now live in ``aws`` and ``send_policy``.
+management_client = aws.management_client
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "THROTTLING_CODES",
+    "Outcome",
+    "SendReport",
+    "encode_payload",
+    "management_client",
+    "mark_gone",
+    "post_to_connection",
+    "run_fanout_event",
+    "send_to_session",
+    "send_to_sessions",
+]
 
 
 @dataclass
@@ -70,89 +84,34 @@ def encode_payload(data: Any) -> bytes:
     return encoded
 
 
-def management_client(endpoint_url: str) -> Any:
-    """A client for the @connections API at ``endpoint_url`` (via ``models.get_boto3_client``)."""
-    from botocore.config import Config
-
-    from . import models
-
-    config = Config(
-        # Our own loop retries throttling; botocore's retries would multiply with it.
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
-        # Fail fast (e.g. a VPC without a NAT route) instead of outliving the invocation.
-        connect_timeout=5,
-        read_timeout=10,
-    )
-    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
-    # accepts any region, so a missing region setting must not stop it.
-    region = region_of_endpoint(endpoint_url) or configured_region() or "us-east-1"
-    return models.get_boto3_client(
-        "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config, region_name=region
-    )
-
-
-def configured_region() -> str:
-    from .models import get_region_name
-
-    try:
-        return get_region_name()
-    except ImproperlyConfigured:
-        return ""
-
-
-def region_of_endpoint(endpoint_url: str) -> str:
-    """The region of an execute-api URL (``https://id.execute-api.eu-west-1...``), else ""."""
-    match = EXECUTE_API_HOST.match(urlsplit(endpoint_url).hostname or "")
-    return match.group(1) if match else ""
-
-
-def _error_code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _http_status(error: Exception) -> int | None:
-    response = getattr(error, "response", None) or {}
-    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
-def is_gone(error: Exception) -> bool:
-    return _error_code(error) == "GoneException" or _http_status(error) == 410
-
-
-def is_throttled(error: Exception) -> bool:
-    return _error_code(error) in THROTTLING_CODES or _http_status(error) == 429
-
-
-def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
-    """Post ``payload`` to one connection: ``DELIVERED`` or ``GONE``; other errors raise."""
-    from botocore.exceptions import ClientError
-
-    max_retries = int(websocket_setting("send_max_retries"))
-    base_delay = float(websocket_setting("send_retry_base_delay"))
+def post_to_connection(
+    client: Any, connection_id: str, payload: bytes, backoff: Backoff | None = None
+) -> Outcome:
+    """Post ``payload`` to one connection: ``DELIVERED`` or ``GONE``; throttling is retried
+    per ``backoff`` (default: the settings); other errors, and throttling after the last
+    retry, raise botocore's ``ClientError``."""
+    backoff = backoff or Backoff.from_settings()
+    client_error = aws.client_error()
     attempt = 0
     while True:
         try:
             client.post_to_connection(ConnectionId=connection_id, Data=payload)
-            return DELIVERED
-        except ClientError as error:
-            if is_gone(error):
-                return GONE
-            if not is_throttled(error) or attempt >= max_retries:
+            return Outcome.DELIVERED
+        except client_error as error:
+            outcome = classify(aws.http_status(error), aws.error_code(error))
+            if outcome is Outcome.GONE:
+                return outcome
+            if outcome is not Outcome.THROTTLED or attempt >= backoff.max_retries:
                 raise
-            # Full jitter keeps many throttled senders from retrying in lock-step.
-            time.sleep(random.uniform(0, base_delay * (2**attempt)))
+            time.sleep(backoff.delay(attempt))
             attempt += 1
 
 
-def mark_gone(connection_ids: list[str]) -> None:
-    """Mark the given sessions disconnected, in one UPDATE per batch of ids."""
-    from .models import WebSocketSession
-
+def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
+    """Mark the given sessions of ``model`` disconnected, in one UPDATE per batch of ids."""
     for start in range(0, len(connection_ids), GONE_UPDATE_BATCH):
         batch = connection_ids[start : start + GONE_UPDATE_BATCH]
-        WebSocketSession.objects.filter(connection_id__in=batch).update(connected=False)
+        model._default_manager.filter(connection_id__in=batch).update(connected=False)
 
 
 def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
@@ -160,13 +119,13 @@ def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
     payload = encode_payload(data)
     if session.api_gateway is None:
         raise ValueError(f"Session {session.connection_id} has no API Gateway to send through.")
-    client = management_client(session.api_gateway.management_endpoint)
+    client = aws.management_client(session.api_gateway.management_endpoint)
     outcome = post_to_connection(client, session.connection_id, payload)
     report = SendReport()
-    if outcome == GONE:
+    if outcome is Outcome.GONE:
         session.connected = False
         # An UPDATE, not save(): the row may already have been cleaned up meanwhile.
-        mark_gone([session.connection_id])
+        mark_gone(type(session), [session.connection_id])
         report.gone = 1
         report.gone_connection_ids.append(session.connection_id)
     else:
@@ -175,13 +134,121 @@ def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
     return report
 
 
-def _send_logged(client: Any, connection_id: str, payload: bytes) -> str:
-    """Fan-out worker: like ``post_to_connection`` but a failure is logged and counted."""
+def _send_logged(client: Any, connection_id: str, payload: bytes, backoff: Backoff) -> Outcome:
+    """Fan-out worker: like ``post_to_connection``, but every failure is one log line and an
+    outcome, never an exception."""
     try:
-        return post_to_connection(client, connection_id, payload)
+        return post_to_connection(client, connection_id, payload, backoff)
+    except aws.client_error() as error:
+        outcome = classify(aws.http_status(error), aws.error_code(error))
+        if outcome is Outcome.THROTTLED:
+            logger.error("Sending to connection %s still throttled; giving up", connection_id)
+            return outcome
+        logger.error("Sending to connection %s failed: %s", connection_id, aws.describe(error))
     except Exception:
         logger.exception("Sending to connection %s failed", connection_id)
-        return FAILED
+    return Outcome.FAILED
+
+
+class _Broadcast:
+    """One fan-out in progress: the clients per endpoint, the boto3 worker threads and the
+    HTTP fan-out, and the outcomes so far. ``finish`` ends it on every exit path."""
+
+    def __init__(self, payload: bytes, report: SendReport) -> None:
+        self.payload = payload
+        self.report = report
+        self.concurrency = max(1, int(websocket_setting("send_concurrency")))
+        self.use_http = websocket_setting("fanout_transport") != "boto3"
+        self.backoff = Backoff.from_settings()
+        self.clients: dict[str, Any] = {}
+        self.targets: dict[str, tuple[Target, Signer] | None] = {}
+        self.pool: ThreadPoolExecutor | None = None
+        self.in_flight: dict[Future[Outcome], str] = {}
+        self.fan_out: FanOut | None = None
+        # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
+        self.http_outcomes: list[tuple[str, str]] = []
+        # Why sessions could not be sent to (a setting to fix), and how many: logged once.
+        self.unsendable: Counter[str] = Counter()
+
+    def count(self, connection_id: str, outcome: str) -> None:
+        if outcome == Outcome.DELIVERED:
+            self.report.delivered += 1
+        elif outcome == Outcome.GONE:
+            self.report.gone += 1
+            self.report.gone_connection_ids.append(connection_id)
+        else:
+            self.report.failed += 1
+
+    def _collect(self, done: set[Future[Outcome]]) -> None:
+        for future in done:
+            connection_id = self.in_flight.pop(future)
+            # _send_logged returns an outcome for any Exception; anything else ended the
+            # worker (e.g. SystemExit): still one counted failure.
+            error = future.exception()
+            self.count(connection_id, Outcome.FAILED if error else future.result())
+
+    def send(
+        self, connection_id: str, explicit_url: str, api_id: str, stage: str, gateway_id: Any
+    ) -> None:
+        if gateway_id is None:
+            logger.warning("Session %s has no API Gateway; not sent", connection_id)
+            self.report.failed += 1
+            return
+        try:
+            endpoint = aws.management_endpoint_for(explicit_url, api_id, stage)
+        except ImproperlyConfigured as error:
+            # Like a session without a gateway: counted, so one misconfigured gateway
+            # neither aborts the broadcast half-way nor skips marking the gone sessions.
+            self.unsendable[str(error)] += 1
+            self.report.failed += 1
+            return
+        client = self.clients.get(endpoint)
+        if client is None:
+            client = self.clients[endpoint] = aws.management_client(endpoint)
+            target = target_for(client) if self.use_http else None
+            self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
+        http = self.targets[endpoint]
+        if http is not None:
+            if self.fan_out is None:
+                self.fan_out = FanOut(
+                    concurrency=max(self.concurrency, int(websocket_setting("http_concurrency"))),
+                    max_retries=self.backoff.max_retries,
+                    base_delay=self.backoff.base_delay,
+                    on_result=lambda cid, outcome: self.http_outcomes.append((cid, outcome)),
+                )
+            target, signer = http
+            self.fan_out.submit(target, signer, self.payload, connection_id)
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="ws-send"
+            )
+        future = self.pool.submit(_send_logged, client, connection_id, self.payload, self.backoff)
+        self.in_flight[future] = connection_id
+        if len(self.in_flight) >= self.concurrency * 4:
+            done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+            self._collect(done)
+
+    def finish(self) -> None:
+        """Wait for every post already handed to a transport, count it, and stop the worker
+        threads and the HTTP fan-out, whether the broadcast ran to the end or not."""
+        try:
+            if self.in_flight:
+                done, _ = wait(self.in_flight)
+                self._collect(done)
+        finally:
+            try:
+                if self.pool is not None:
+                    self.pool.shutdown(wait=True)
+            finally:
+                if self.fan_out is not None:
+                    try:
+                        self.fan_out.close()
+                    finally:
+                        for connection_id, outcome in self.http_outcomes:
+                            self.count(connection_id, outcome)
+        for reason, sessions in self.unsendable.items():
+            logger.error("%d session(s) not sent: %s", sessions, reason)
 
 
 def send_to_sessions(
@@ -191,14 +258,13 @@ def send_to_sessions(
 
     Each session goes through its own gateway's endpoint (one client per endpoint); rows are
     streamed and in-flight sends bounded, so memory stays flat however large the channel.
+    If streaming the rows raises, the posts already started are finished and counted, the
+    gone sessions among them are marked, and the error propagates.
     """
-    from .models import WebSocketSession, management_endpoint_for
-
+    model = queryset.model
     payload = encode_payload(data)
     if queryset.query.is_sliced:
-        queryset = WebSocketSession.objects.filter(
-            pk__in=list(queryset.values_list("pk", flat=True))
-        )
+        queryset = model._default_manager.filter(pk__in=list(queryset.values_list("pk", flat=True)))
     queued = 0
     batch = int(websocket_setting("fanout_invocation_batch"))
     if dispatch and batch and fanout_function():
@@ -207,7 +273,7 @@ def send_to_sessions(
         )
         if len(connection_ids) > batch:
             queued = queue_batches(connection_ids[batch:], payload)
-            queryset = WebSocketSession.objects.filter(connection_id__in=connection_ids[:batch])
+            queryset = model._default_manager.filter(connection_id__in=connection_ids[:batch])
     rows = (
         queryset.filter(connected=True)
         .values_list(
@@ -219,75 +285,67 @@ def send_to_sessions(
         )
         .iterator(chunk_size=2000)
     )
-    concurrency = max(1, int(websocket_setting("send_concurrency")))
-    use_http = websocket_setting("fanout_transport") != "boto3"
-    clients: dict[str, Any] = {}
-    targets: dict[str, tuple[Target, Signer] | None] = {}
     report = SendReport(queued=queued)
-    in_flight: dict[Future[str], str] = {}
-    # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
-    http_outcomes: list[tuple[str, str]] = []
-    fan_out: FanOut | None = None
-    # Why sessions could not be sent to (a setting to fix), and how many: logged once.
-    unsendable: Counter[str] = Counter()
-
-    def count(connection_id: str, outcome: str) -> None:
-        if outcome == DELIVERED:
-            report.delivered += 1
-        elif outcome == GONE:
-            report.gone += 1
-            report.gone_connection_ids.append(connection_id)
-        else:
-            report.failed += 1
-
-    def collect(done: set[Future[str]]) -> None:
-        for future in done:
-            count(in_flight.pop(future), future.result())
-
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ws-send") as pool:
-        for connection_id, explicit_url, api_id, stage_name, gateway_id in rows:
-            if gateway_id is None:
-                logger.warning("Session %s has no API Gateway; not sent", connection_id)
-                report.failed += 1
-                continue
-            try:
-                endpoint = management_endpoint_for(explicit_url, api_id, stage_name)
-            except ImproperlyConfigured as error:
-                # Like a session without a gateway: counted, so one misconfigured gateway
-                # neither aborts the broadcast half-way nor skips marking the gone sessions.
-                unsendable[str(error)] += 1
-                report.failed += 1
-                continue
-            client = clients.get(endpoint)
-            if client is None:
-                client = clients[endpoint] = management_client(endpoint)
-                target = target_for(client) if use_http else None
-                targets[endpoint] = (target, Signer(target, payload)) if target else None
-            if targets[endpoint] is not None:
-                if fan_out is None:
-                    fan_out = FanOut(
-                        concurrency=max(concurrency, int(websocket_setting("http_concurrency"))),
-                        max_retries=int(websocket_setting("send_max_retries")),
-                        base_delay=float(websocket_setting("send_retry_base_delay")),
-                        on_result=lambda cid, outcome: http_outcomes.append((cid, outcome)),
-                    )
-                target, signer = targets[endpoint]
-                fan_out.submit(target, signer, payload, connection_id)
-                continue
-            in_flight[pool.submit(_send_logged, client, connection_id, payload)] = connection_id
-            if len(in_flight) >= concurrency * 4:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                collect(done)
-        done, _ = wait(in_flight)
-        collect(done)
-    if fan_out is not None:
-        fan_out.close()
-        for connection_id, outcome in http_outcomes:
-            count(connection_id, outcome)
-
-    for reason, sessions in unsendable.items():
-        logger.error("%d session(s) not sent: %s", sessions, reason)
-    if report.gone_connection_ids:
-        mark_gone(report.gone_connection_ids)
-    messages_sent.send(sender=WebSocketSession, report=report)
+    broadcast = _Broadcast(payload, report)
+    try:
+        for row in rows:
+            broadcast.send(*row)
+    except BaseException:
+        _settle(broadcast, model, aborted=True)
+        raise
+    _settle(broadcast, model, aborted=False)
     return report
+
+
+def _settle(broadcast: _Broadcast, model: type[Model], aborted: bool) -> None:
+    """Finish the posts already started, mark the gone sessions, announce the report; after
+    an error in the rows (``aborted``), without hiding that error."""
+    report = broadcast.report
+    try:
+        broadcast.finish()
+    finally:
+        try:
+            if report.gone_connection_ids:
+                mark_gone(model, report.gone_connection_ids)
+        except Exception:
+            if not aborted:
+                raise
+            logger.exception(
+                "Marking %d gone session(s) after a failed broadcast failed",
+                len(report.gone_connection_ids),
+            )
+    if aborted:
+        logger.error(
+            "Broadcast stopped by an error after %d post(s): %d delivered, %d gone, %d failed",
+            report.attempted,
+            report.delivered,
+            report.gone,
+            report.failed,
+        )
+        messages_sent.send_robust(sender=model, report=report)
+    else:
+        messages_sent.send(sender=model, report=report)
+
+
+def run_fanout_event(body: Any) -> dict[str, Any]:
+    """Handler side of ``fanout_dispatch``: send one queued batch, exactly as the originating
+    fan-out would have."""
+    if not isinstance(body, dict):
+        return {"statusCode": 400, "body": "Malformed fan-out event"}
+    ids, text = body.get("connection_ids"), body.get("payload")
+    if not isinstance(ids, list) or not isinstance(text, str):
+        return {"statusCode": 400, "body": "Malformed fan-out event"}
+    model = apps.get_model(APP_LABEL, "WebSocketSession")
+    sessions = model._default_manager.filter(
+        connection_id__in=[i for i in ids if isinstance(i, str)]
+    )
+    try:
+        report = send_to_sessions(sessions, json.loads(text), dispatch=False)
+    except (ValueError, RecursionError):  # not JSON, or too large to send
+        return {"statusCode": 400, "body": "Malformed fan-out event"}
+    return {
+        "statusCode": 200,
+        "delivered": report.delivered,
+        "gone": report.gone,
+        "failed": report.failed,
+    }

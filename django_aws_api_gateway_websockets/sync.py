@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import aws
 from .provisioning import (
     LIFECYCLE_ROUTES,
     GatewayProvisioningError,
-    _aws_errors,
-    _describe,
     _paged,
     _Provisioner,
     deploy_api,
@@ -45,10 +44,8 @@ class Change:
 
 def desired_routes(gateway: ApiGateway) -> dict[str, str]:
     """Route key → integration URI, as the records describe the API."""
-    from .models import get_region_name
-
     if gateway.uses_lambda:
-        uri = lambda_integration_uri(gateway.lambda_function_arn, get_region_name())
+        uri = lambda_integration_uri(gateway.lambda_function_arn, aws.region())
         keys = [key for key, _ in LIFECYCLE_ROUTES] + [gateway.route_key]
         keys += [route.route_key for route in gateway.additional_routes.all()]
         return dict.fromkeys(keys, uri)
@@ -75,14 +72,12 @@ class _Sync:
         return integration.get("IntegrationUri", "")
 
     def stage(self) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
-
         try:
             return self.client.get_stage(
                 ApiId=self.gateway.api_id, StageName=self.gateway.stage_name
             )
-        except ClientError as error:
-            if "NotFound" in _describe(error):
+        except aws.client_error() as error:
+            if "NotFound" in aws.describe(error):
                 return None
             raise
 
@@ -167,8 +162,6 @@ class _Sync:
 def sync_gateway(gateway: ApiGateway, dry_run: bool = False) -> list[Change]:
     """The changes that bring AWS in line with the records; applied (and the stage redeployed
     once) unless ``dry_run``. Nothing to change: nothing is called but reads."""
-    from . import models
-
     if not gateway.api_id:
         raise GatewayProvisioningError(
             f"API Gateway {gateway.api_name!r} has not been created in AWS yet: "
@@ -187,14 +180,14 @@ def sync_gateway(gateway: ApiGateway, dry_run: bool = False) -> list[Change]:
             "lambda_function_arn to sync."
         )
     try:
-        client = models.get_boto3_client("apigatewayv2")
+        client = aws.client("apigatewayv2")
         sync = _Sync(gateway, client)
         changes = sync.plan()
         if changes and not dry_run:
             sync.apply(changes)
-    except _aws_errors() as error:
+    except aws.errors() as error:
         raise GatewayProvisioningError(
-            f"Could not sync {gateway.api_name!r} with AWS: {_describe(error)}"
+            f"Could not sync {gateway.api_name!r} with AWS: {aws.describe(error)}"
         ) from error
     if changes and not dry_run:
         gateway.additional_routes.update(deployed=True)

@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from django_aws_api_gateway_websockets import sending
+from django_aws_api_gateway_websockets import send_policy, sending
 from django_aws_api_gateway_websockets.models import ApiGateway, WebSocketSession
 
 PATCH_POINT = "django_aws_api_gateway_websockets.models.get_boto3_client"
@@ -557,7 +557,7 @@ def test_throttling_backs_off_exponentially_between_attempts(fake_aws, gateway_a
     fake_aws.attempts.clear()
     with (
         patch.object(sending, "time") as fake_time,
-        patch.object(sending, "random") as fake_random,
+        patch.object(send_policy, "random") as fake_random,
     ):
         fake_random.uniform.side_effect = lambda low, high: high
         session.send_message({"t": 1})
@@ -771,6 +771,7 @@ class ConnectionsServer:
         self.stage = stage
         self.gone: set[str] = set()
         self.throttle: dict[str, int] = {}  # id -> how many 429s before a 200
+        self.throttle_answer = (429, "LimitExceededException")
         self.broken: set[str] = set()  # ids answered with 500
         self.silent: set[str] = set()  # ids never answered (timeouts)
         self.requests: list[tuple[str, str, bytes]] = []
@@ -798,7 +799,7 @@ class ConnectionsServer:
                 elif cid in server.broken:
                     self._reply(500, "InternalServerErrorException")
                 elif throttles_left:
-                    self._reply(429, "LimitExceededException")
+                    self._reply(*server.throttle_answer)
                 else:
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
@@ -927,3 +928,187 @@ def test_timeouts_are_failures_sent_once_and_do_not_hold_up_the_rest(
     assert (report.delivered, report.gone, report.failed) == (2, 0, 1)
     assert sorted(cid for cid, _, _ in connections_server.requests) == ["fine-1", "fine-2", "stuck"]
     assert connected_ids() == {"fine-1", "stuck", "fine-2"}
+
+
+# --------------------------------------------------------------------------- aborted broadcasts
+
+
+class RowsFailed(Exception):
+    """Stands in for the database dropping the cursor while the rows are streamed."""
+
+
+IDS = [f"c{n}" for n in range(10)]
+GONE_IDS = {"c1", "c3", "c7", "c8"}
+
+
+def fail_rows_after(monkeypatch, count: int) -> list[str]:
+    """Make the fan-out's row stream raise after ``count`` rows; returns the ids it gave."""
+    from django.db.models.query import QuerySet
+
+    real_iterator = QuerySet.iterator
+    given: list[str] = []
+
+    def iterator(self, *args, **kwargs):
+        for row in real_iterator(self, *args, **kwargs):
+            if len(given) == count:
+                raise RowsFailed("the cursor went away mid-broadcast")
+            given.append(row[0])
+            yield row
+
+    monkeypatch.setattr(QuerySet, "iterator", iterator)
+    return given
+
+
+def fail_endpoint_after(monkeypatch, count: int) -> list[str]:
+    """Make resolving a row's endpoint raise (not a per-connection problem) after ``count``
+    rows; returns the ids handed on to a transport."""
+    from django_aws_api_gateway_websockets import aws
+
+    real = aws.management_endpoint_for
+    given: list[str] = []
+    calls = iter(range(10**6))
+
+    def endpoint_for(*args):
+        if next(calls) == count:
+            raise RowsFailed("a bug in the stream")
+        return real(*args)
+
+    monkeypatch.setattr(aws, "management_endpoint_for", endpoint_for)
+    real_send = sending._Broadcast.send
+
+    def send(self, connection_id, *rest):
+        real_send(self, connection_id, *rest)
+        given.append(connection_id)
+
+    monkeypatch.setattr(sending._Broadcast, "send", send)
+    return given
+
+
+def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since ``before`` that are still alive, other than the test server's
+    own request handlers."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and "process_request" not in thread.name
+    ]
+
+
+@pytest.fixture(params=["boto3-threads", "signed-http"])
+def transport(request):
+    """(gateway, ids that were posted to): the boto3 path through a patched
+    ``get_boto3_client``, or the signed-HTTP fan-out against a real local server."""
+    if request.param == "boto3-threads":
+        world = request.getfixturevalue("fake_aws")
+        gateway = request.getfixturevalue("gateway_a")
+        world.script.update({cid: [gone_error()] for cid in GONE_IDS})
+        return gateway, lambda: {cid for _, cid, _ in world.posts}
+    server = request.getfixturevalue("connections_server")
+    gateway = request.getfixturevalue("local_gateway")
+    server.gone = set(GONE_IDS)
+    return gateway, lambda: {cid for cid, _, _ in server.requests}
+
+
+@pytest.mark.parametrize("failure", [fail_rows_after, fail_endpoint_after])
+def test_broadcast_stopped_by_an_error_leaves_no_thread_and_marks_the_gone_it_saw(
+    transport, failure, monkeypatch
+):
+    gateway, posted = transport
+    # A completed broadcast first: machinery meant to outlive one send exists before we look.
+    make_sessions(gateway, "warm-up")
+    assert WebSocketSession.objects.all().send_message({"t": 0}).delivered == 1
+    before = set(threading.enumerate())
+    make_sessions(gateway, *IDS, channel="room")
+
+    given = failure(monkeypatch, 5)
+    with pytest.raises(RowsFailed):
+        WebSocketSession.objects.filter(channel_name="room").send_message({"t": 1})
+
+    assert new_threads(before) == []
+    assert len(given) == 5
+    assert posted() - {"warm-up"} == set(given)
+    expected_connected = {"warm-up"} | (set(IDS) - (GONE_IDS & set(given)))
+    assert connected_ids() == expected_connected
+    # Something gone was seen, and something gone was never reached: both cases were tested.
+    assert GONE_IDS & set(given) and GONE_IDS - set(given)
+
+
+def test_aborted_broadcast_reports_what_it_sent(fake_aws, gateway_a, monkeypatch):
+    """The messages_sent signal still tells metrics what was delivered before the error."""
+    from django_aws_api_gateway_websockets.signals import messages_sent
+
+    make_sessions(gateway_a, *IDS)
+    fake_aws.script.update({cid: [gone_error()] for cid in GONE_IDS})
+    reports = []
+
+    def receiver(sender, report, **kwargs):
+        reports.append(report)
+
+    messages_sent.connect(receiver)
+    try:
+        given = fail_rows_after(monkeypatch, 5)
+        with pytest.raises(RowsFailed):
+            WebSocketSession.objects.all().send_message({"t": 1})
+    finally:
+        messages_sent.disconnect(receiver)
+    (report,) = reports
+    gone_seen = GONE_IDS & set(given)
+    assert (report.delivered, report.gone, report.failed) == (5 - len(gone_seen), len(gone_seen), 0)
+    assert sorted(report.gone_connection_ids) == sorted(gone_seen)
+
+
+# --------------------------------------------------------------------------- one outcome policy
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (429, "LimitExceededException"),
+        (400, "LimitExceededException"),
+        (400, "TooManyRequestsException"),
+        (400, "ThrottlingException"),
+        (429, "SomethingElse"),
+    ],
+    ids=["429-limit", "limit", "toomany", "throttling", "429-any"],
+)
+@pytest.mark.parametrize("fanout_transport", ["auto", "boto3"])
+def test_both_transports_retry_the_same_throttling_answers(
+    connections_server, local_gateway, settings, answer, fanout_transport
+):
+    """Real boto3 and the signed-HTTP fan-out read one list of throttling codes: each of
+    these answers is retried, then delivered once."""
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "fanout_transport": fanout_transport}
+    connections_server.throttle_answer = answer
+    single, room_a, room_b = make_sessions(local_gateway, "single", "room-a", "room-b")
+    connections_server.throttle = {"single": 2, "room-a": 2}
+
+    assert single.send_message({"t": 1}).delivered == 1
+    single.connected = False
+    single.save()
+    report = WebSocketSession.objects.all().send_message({"t": 2})
+
+    assert (report.delivered, report.gone, report.failed) == (2, 0, 0)
+    assert len(connections_server.bodies_for("single")) == 3
+    assert len(connections_server.bodies_for("room-a")) == 3
+    assert len(connections_server.bodies_for("room-b")) == 1
+
+
+def test_a_throttled_fan_out_gives_up_as_failed_on_both_transports(
+    connections_server, local_gateway, settings
+):
+    for transport in ("auto", "boto3"):
+        settings.WEBSOCKETS = {**settings.WEBSOCKETS, "fanout_transport": transport}
+        connections_server.requests.clear()
+        connections_server.throttle = {"busy": 100}
+        WebSocketSession.objects.all().delete()
+        make_sessions(local_gateway, "busy", "fine")
+        report = WebSocketSession.objects.all().send_message({"t": transport})
+        assert (report.delivered, report.gone, report.failed) == (1, 0, 1), transport
+        assert len(connections_server.bodies_for("busy")) == 3 + 1, transport
+
+
+def test_outcomes_compare_equal_to_their_names():
+    """Code that compared the old bare strings keeps working."""
+    assert send_policy.Outcome.DELIVERED == "delivered"
+    assert send_policy.Outcome.THROTTLED.failed and send_policy.Outcome.FAILED.failed
+    assert not send_policy.Outcome.GONE.failed

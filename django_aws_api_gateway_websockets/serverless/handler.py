@@ -129,7 +129,7 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
         if kind is EventKind.KEEP_WARM:
             return {"status": "warm"}
         if kind is EventKind.FANOUT:
-            from ..fanout_dispatch import run_fanout_event
+            from ..sending import run_fanout_event
 
             return run_fanout_event(event["websocket_fanout"])
         if kind is EventKind.MANAGE:

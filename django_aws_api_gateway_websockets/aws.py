@@ -1,0 +1,168 @@
+"""The AWS edge: boto3 clients, the region, the @connections endpoint, botocore's errors.
+
+boto3 and botocore are imported only inside these functions: importing them costs ~0.7 s of
+cold start that a CONNECT never needs.
+
+``models.get_boto3_client`` and ``models.get_region_name`` are the documented names and the
+patch point of the testing guide; they are thin wrappers of ``new_client`` and
+``region_from_settings``. Library code that talks to AWS calls ``client()`` and ``region()``
+below, which look those two names up in ``models`` at call time, so one ``mock.patch`` of
+``django_aws_api_gateway_websockets.models.get_boto3_client`` intercepts sends, fan-out
+dispatch and provisioning alike. That lookup is the only way from here to ``models``; nothing
+else below ``models`` imports it.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import ModuleType
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from .conf import websocket_setting
+from .endpoints import execute_api_endpoint, execute_api_region
+
+_SESSIONS: dict[tuple[Any, ...], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _patch_point() -> ModuleType:
+    """The models module, where the patchable names live (it imports this module)."""
+    from . import models
+
+    return models
+
+
+def client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
+    """``models.get_boto3_client(service, **kwargs)``, looked up now."""
+    return _patch_point().get_boto3_client(service, **kwargs)
+
+
+def region() -> str:
+    """``models.get_region_name()``, looked up now."""
+    return _patch_point().get_region_name()
+
+
+def region_from_settings() -> str:
+    """``AWS_GATEWAY_REGION_NAME``, else ``AWS_REGION_NAME``; ``ImproperlyConfigured`` if
+    neither is set."""
+    name = getattr(settings, "AWS_GATEWAY_REGION_NAME", None) or getattr(
+        settings, "AWS_REGION_NAME", None
+    )
+    if not name:
+        raise ImproperlyConfigured(
+            "No AWS region configured: set AWS_GATEWAY_REGION_NAME (or AWS_REGION_NAME) "
+            "in your Django settings."
+        )
+    return name
+
+
+def configured_region() -> str:
+    """``region()``, or "" when none is configured."""
+    try:
+        return region()
+    except ImproperlyConfigured:
+        return ""
+
+
+def _session_kwargs() -> dict[str, str]:
+    """``AWS_IAM_PROFILE``; else both access keys (and ``AWS_SESSION_TOKEN``); else nothing,
+    so boto3's default chain (the Lambda execution role) applies."""
+    profile = getattr(settings, "AWS_IAM_PROFILE", None)
+    access_key = getattr(settings, "AWS_ACCESS_KEY_ID", None)
+    secret_key = getattr(settings, "AWS_SECRET_ACCESS_KEY", None)
+    if profile:
+        return {"profile_name": profile}
+    if not (access_key and secret_key):
+        return {}
+    kwargs = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}
+    session_token = getattr(settings, "AWS_SESSION_TOKEN", None)
+    if session_token:
+        kwargs["aws_session_token"] = session_token
+    return kwargs
+
+
+def new_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
+    """A boto3 client for ``service`` with the credentials the settings name; ``region_name``
+    defaults to ``region()``. Other keyword arguments go to ``Session.client``."""
+    import boto3
+
+    session_kwargs = _session_kwargs()
+    if "region_name" not in kwargs:  # not setdefault: that would demand a region regardless
+        kwargs["region_name"] = region()
+    # A Session loads endpoint and service data from disk (~100 ms of CPU): keep one per
+    # credential set for the life of the process. Session.client is not thread-safe.
+    key = (boto3.session.Session, tuple(sorted(session_kwargs.items())))
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = _SESSIONS[key] = boto3.session.Session(**session_kwargs)
+        return session.client(service, **kwargs)
+
+
+def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> str:
+    """The @connections base URL: ``explicit_url`` if set, else the execute-api URL."""
+    if explicit_url:
+        return explicit_url.rstrip("/")
+    if not api_id:
+        raise ImproperlyConfigured(
+            "The API Gateway has no api_id and no management_endpoint_url: cannot send."
+        )
+    return execute_api_endpoint(api_id, region(), stage_name)
+
+
+def management_client(endpoint_url: str) -> Any:
+    """A client for the @connections API at ``endpoint_url`` (through ``client()``)."""
+    from botocore.config import Config
+
+    config = Config(
+        # Our own loop retries throttling; botocore's retries would multiply with it.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
+        # Fail fast (e.g. a VPC without a NAT route) instead of outliving the invocation.
+        connect_timeout=5,
+        read_timeout=10,
+    )
+    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
+    # accepts any region, so a missing region setting must not stop it.
+    name = execute_api_region(endpoint_url) or configured_region() or "us-east-1"
+    return client(
+        "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config, region_name=name
+    )
+
+
+def errors() -> tuple[type[Exception], ...]:
+    """botocore's two exception roots: an answer from AWS, or a fault before one."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
+
+
+def client_error() -> type[Exception]:
+    """botocore's ``ClientError`` (AWS answered with an error)."""
+    from botocore.exceptions import ClientError
+
+    return ClientError
+
+
+def error_code(error: Exception) -> str:
+    """``Error.Code`` of a ``ClientError`` ("" for anything else)."""
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def http_status(error: Exception) -> int | None:
+    """The HTTP status of a ``ClientError``'s answer, if any."""
+    response = getattr(error, "response", None) or {}
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def describe(error: Exception) -> str:
+    """``Code: Message`` of a ``ClientError``, else the error's text."""
+    response = getattr(error, "response", None) or {}
+    details = response.get("Error", {})
+    if details:
+        return f"{details.get('Code', 'Error')}: {details.get('Message', '')}".strip()
+    return str(error)
