@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -71,25 +72,72 @@ def encode_payload(data: Any) -> bytes:
 
 
 def management_client(endpoint_url: str) -> Any:
-    """A client for the @connections API at ``endpoint_url`` (via ``models.get_boto3_client``)."""
-    from botocore.config import Config
+    """A client for the @connections API at ``endpoint_url`` (via ``models.get_boto3_client``).
+
+    A real botocore client is kept for the process (one per endpoint, region, credential
+    settings and factory): building one costs ~3 ms, and a warm container sends often.
+    ``models.get_boto3_client`` is still looked up on every call, so patching it (the testing
+    guide does) intercepts every send; mocks it returns are never kept.
+    """
+    from botocore.client import BaseClient
 
     from . import models
 
-    config = Config(
+    factory = models.get_boto3_client
+    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
+    # accepts any region, so a missing region setting must not stop it.
+    region = region_of_endpoint(endpoint_url) or configured_region() or "us-east-1"
+    concurrency = max(10, int(websocket_setting("send_concurrency")))
+    key = (factory, endpoint_url, region, concurrency, _credential_settings())
+    client = _CLIENTS.get(key)
+    if client is not None:
+        return client
+    client = factory(
+        "apigatewaymanagementapi",
+        endpoint_url=endpoint_url,
+        config=_client_config(concurrency),
+        region_name=region,
+    )
+    if isinstance(client, BaseClient):
+        with _CLIENTS_LOCK:
+            if len(_CLIENTS) >= MAX_CACHED_CLIENTS:
+                _CLIENTS.clear()
+            _CLIENTS[key] = client
+    return client
+
+
+def _client_config(max_pool_connections: int) -> Any:
+    from botocore.config import Config
+
+    return Config(
         # Our own loop retries throttling; botocore's retries would multiply with it.
         retries={"total_max_attempts": 1, "mode": "standard"},
-        max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
+        max_pool_connections=max_pool_connections,
         # Fail fast (e.g. a VPC without a NAT route) instead of outliving the invocation.
         connect_timeout=5,
         read_timeout=10,
     )
-    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
-    # accepts any region, so a missing region setting must not stop it.
-    region = region_of_endpoint(endpoint_url) or configured_region() or "us-east-1"
-    return models.get_boto3_client(
-        "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config, region_name=region
+
+
+def _credential_settings() -> tuple[Any, ...]:
+    """The settings ``get_boto3_client`` builds credentials from: a change means a new client."""
+    from django.conf import settings
+
+    return tuple(
+        getattr(settings, name, None)
+        for name in (
+            "AWS_IAM_PROFILE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        )
     )
+
+
+# Real botocore clients are thread-safe once built; building them is serialised by models.
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+MAX_CACHED_CLIENTS = 64
 
 
 def configured_region() -> str:
