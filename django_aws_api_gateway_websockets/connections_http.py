@@ -235,17 +235,21 @@ def _error_type(headers: dict[str, str], body: bytes) -> str:
     return code.split(":")[0].rsplit("#", 1)[-1]
 
 
-async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    """Version, status and headers (lower-cased names) of a response head."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    if not version.startswith("HTTP/1."):
+        raise SendFailed(f"not an HTTP/1.x response: {status_line[:40]!r}")
     headers: dict[str, str] = {}
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        if line == b"\r\n":
-            return headers
-        name, _, value = line.decode("latin-1").partition(":")
-        key = name.strip().lower()
+    for line in lines:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        key, value = name.strip().lower(), value.strip()
         # Repeated headers combine with a comma (RFC 9110 5.3).
-        value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return version, int(rest[:3]), headers
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[Response, bytes]:
@@ -253,12 +257,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[Response, bytes]:
     carry another request (HTTP/1.1 unless ``close``; HTTP/1.0 only with ``keep-alive``; never
     after a body delimited by the connection closing)."""
     while True:
-        status_line = (await reader.readuntil(b"\r\n")).decode("latin-1")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise SendFailed(f"not an HTTP/1.x response: {status_line[:40]!r}")
-        status = int(rest[:3])
-        headers = await _read_headers(reader)
+        version, status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
         if not 100 <= status < 200:
             break  # 1xx (e.g. 100 Continue) is followed by the real response
     tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
@@ -288,7 +287,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
         if size == 0:
-            await _read_headers(reader)  # trailers, up to the blank line
+            # Trailers, if any, up to the blank line.
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
             return b"".join(parts)
         total += size
         if total > MAX_BODY_BYTES:
@@ -380,12 +381,10 @@ class _Pool:
 
     async def _open(self) -> _HttpConnection:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(
                     self.address.host, self.address.port, ssl=self.ssl, limit=MAX_BODY_BYTES
-                ),
-                CONNECT_TIMEOUT,
-            )
+                )
         except (TimeoutError, OSError, ssl.SSLError) as error:
             raise NotSent(_describe(error) or "connect timed out") from error
         self.opened += 1
@@ -396,7 +395,8 @@ class _Pool:
         async with self.slots:
             connection = self._take_idle() or await self._open()
             try:
-                response = await asyncio.wait_for(connection.exchange(request), REQUEST_TIMEOUT)
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    response = await connection.exchange(request)
             except TimeoutError as error:
                 connection.close()
                 raise SendFailed(f"no response within {REQUEST_TIMEOUT:g} s") from error
@@ -537,7 +537,10 @@ class FanOut:
     max_in_flight: int = 0
     _transport: Transport = field(init=False)
     _room: threading.Semaphore = field(init=False)
-    _pending: set[Any] = field(init=False, default_factory=set)
+    # Submitted, not yet started: handed to the loop in batches (one wake-up, not one each).
+    _queue: deque[tuple[Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
+    _scheduled: bool = field(init=False, default=False)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     # Why posts failed (without the connection id) -> how many, and one example id.
     _failures: Counter[str] = field(init=False, default_factory=Counter)
     _examples: dict[str, str] = field(init=False, default_factory=dict)
@@ -549,20 +552,28 @@ class FanOut:
 
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
         self._room.acquire()
-        try:
-            future = asyncio.run_coroutine_threadsafe(
-                self._send(target, signer, payload, connection_id), self._transport.loop
-            )
-        except BaseException:
-            self._room.release()
-            raise
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        self._queue.append((target, signer, payload, connection_id))
+        if not self._scheduled:
+            self._scheduled = True
+            self._transport.loop.call_soon_threadsafe(self._start_queued)
+
+    def _start_queued(self) -> None:
+        # Cleared before draining: a submit that sees it set is drained by this very call.
+        self._scheduled = False
+        loop = self._transport.loop
+        while self._queue:
+            # The loop keeps only weak references to tasks: hold them until done.
+            task = loop.create_task(self._send(*self._queue.popleft()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         """Wait for every submitted post, then log the failures (one line per reason)."""
-        for future in list(self._pending):
-            future.result()
+        # Each finished post gives its place back: holding every place means all are done.
+        for _ in range(self.max_in_flight):
+            self._room.acquire()
+        for _ in range(self.max_in_flight):
+            self._room.release()
         for reason, count in self._failures.items():
             logger.error(
                 "%d post(s) to @connections failed, not resent: %s (e.g. connection %s)",
@@ -586,9 +597,10 @@ class FanOut:
         except Exception as error:
             logger.exception("Sending to connection %s failed", connection_id)
             outcome = self._failed(connection_id, f"{target.host_header}: {error!r}")
+        try:
+            self.on_result(connection_id, outcome)
         finally:
             self._room.release()
-        self.on_result(connection_id, outcome)
 
     async def _post_with_retries(
         self, target: Target, signer: Signer, payload: bytes, connection_id: str
