@@ -54,6 +54,8 @@ REQUEST_TIMEOUT = 10.0
 MAX_IDLE_SECONDS = 30.0
 # Responses of @connections are tiny; anything bigger is not an answer we can use.
 MAX_BODY_BYTES = 1024 * 1024
+# Posts a fan-out queues before waking the loop (it also wakes when full and when closed).
+SUBMIT_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -541,6 +543,11 @@ class FanOut:
     _queue: deque[tuple[Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
     _scheduled: bool = field(init=False, default=False)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    # Posts submitted and not finished; close() waits for none left.
+    _outstanding: int = field(init=False, default=0)
+    _closing: bool = field(init=False, default=False)
+    _count_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _all_done: threading.Event = field(init=False, default_factory=threading.Event)
     # Why posts failed (without the connection id) -> how many, and one example id.
     _failures: Counter[str] = field(init=False, default_factory=Counter)
     _examples: dict[str, str] = field(init=False, default_factory=dict)
@@ -551,9 +558,21 @@ class FanOut:
         self._transport = shared_transport()
 
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
-        self._room.acquire()
+        if not self._room.acquire(blocking=False):
+            self._flush()  # the loop must free places: give it what is queued first
+            self._room.acquire()
+        with self._count_lock:
+            self._outstanding += 1
         self._queue.append((target, signer, payload, connection_id))
-        if not self._scheduled:
+        if len(self._queue) >= SUBMIT_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Have the loop start what is queued (one cross-thread wake-up for the batch).
+
+        Waking it per post would make the loop thread fight the submitting thread for the
+        GIL while rows are still being read; a small room is sent as one batch."""
+        if self._queue and not self._scheduled:
             self._scheduled = True
             self._transport.loop.call_soon_threadsafe(self._start_queued)
 
@@ -569,11 +588,12 @@ class FanOut:
 
     def close(self) -> None:
         """Wait for every submitted post, then log the failures (one line per reason)."""
-        # Each finished post gives its place back: holding every place means all are done.
-        for _ in range(self.max_in_flight):
-            self._room.acquire()
-        for _ in range(self.max_in_flight):
-            self._room.release()
+        self._flush()
+        with self._count_lock:
+            self._closing = True
+            done = self._outstanding == 0
+        if not done:
+            self._all_done.wait()
         for reason, count in self._failures.items():
             logger.error(
                 "%d post(s) to @connections failed, not resent: %s (e.g. connection %s)",
@@ -601,6 +621,10 @@ class FanOut:
             self.on_result(connection_id, outcome)
         finally:
             self._room.release()
+            with self._count_lock:
+                self._outstanding -= 1
+                if self._closing and self._outstanding == 0:
+                    self._all_done.set()
 
     async def _post_with_retries(
         self, target: Target, signer: Signer, payload: bytes, connection_id: str
