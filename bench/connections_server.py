@@ -1,8 +1,11 @@
 """A local @connections API for benchmarks: answers every POST after a fixed delay.
 
 Run in its own process (so its CPU does not compete with the sender's GIL):
-``python bench/connections_server.py PORT DELAY_MS GONE_EVERY THROTTLE_EVERY``. It counts
-deliveries per connection id and reports them on ``GET /stats``.
+``python bench/connections_server.py PORT DELAY_MS GONE_EVERY THROTTLE_EVERY [HANDSHAKE_MS]``.
+``DELAY_MS`` stands for one round trip per request; ``HANDSHAKE_MS`` delays the first byte
+read on each new connection (what a TCP + TLS handshake costs a client on AWS). It counts
+deliveries per connection id, and the connections that carried @connections posts, and
+reports them on ``GET /stats``.
 """
 
 from __future__ import annotations
@@ -14,13 +17,19 @@ from collections import Counter
 from urllib.parse import unquote
 
 
-async def main(port: int, delay: float, gone_every: int, throttle_every: int) -> None:
+async def main(
+    port: int, delay: float, gone_every: int, throttle_every: int, handshake: float
+) -> None:
     delivered: Counter[str] = Counter()
     throttled: set[str] = set()
     requests = Counter[str]()
+    connections = Counter[str]()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        counted = False
         try:
+            if handshake:
+                await asyncio.sleep(handshake)
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
@@ -32,12 +41,21 @@ async def main(port: int, delay: float, gone_every: int, throttle_every: int) ->
                 if length:
                     await reader.readexactly(length)
                 if method == "GET" and path == "/stats":
-                    body = json.dumps({"delivered": delivered, "requests": requests}).encode()
+                    body = json.dumps(
+                        {
+                            "delivered": delivered,
+                            "requests": requests,
+                            "connections": connections["posting"],
+                        }
+                    ).encode()
                     status = "200 OK"
                 elif method == "DELETE" and path == "/stats":
-                    delivered.clear(), throttled.clear(), requests.clear()
+                    delivered.clear(), throttled.clear(), requests.clear(), connections.clear()
                     body, status = b"", "200 OK"
                 else:
+                    if not counted:
+                        connections["posting"] += 1
+                        counted = True
                     await asyncio.sleep(delay)
                     connection_id = unquote(path.rsplit("/", 1)[-1])
                     requests[connection_id] += 1
@@ -77,4 +95,5 @@ async def main(port: int, delay: float, gone_every: int, throttle_every: int) ->
 
 if __name__ == "__main__":
     port, delay_ms, gone_every, throttle_every = (int(arg) for arg in sys.argv[1:5])
-    asyncio.run(main(port, delay_ms / 1000, gone_every, throttle_every))
+    handshake_ms = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    asyncio.run(main(port, delay_ms / 1000, gone_every, throttle_every, handshake_ms / 1000))

@@ -114,23 +114,53 @@ def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> 
 
 
 def management_client(endpoint_url: str) -> Any:
-    """A client for the @connections API at ``endpoint_url`` (through ``client()``)."""
+    """A client for the @connections API at ``endpoint_url`` (through ``client()``).
+
+    A real botocore client is kept for the process (one per factory, endpoint, region, pool
+    size and credential settings): building one costs ~3 ms, and a warm container sends often.
+    ``models.get_boto3_client`` is still looked up on every call, so patching it (the testing
+    guide does) intercepts every send; the mocks it returns are never kept.
+    """
+    from botocore.client import BaseClient
     from botocore.config import Config
 
+    factory = _patch_point().get_boto3_client
+    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
+    # accepts any region, so a missing region setting must not stop it.
+    name = execute_api_region(endpoint_url) or configured_region() or "us-east-1"
+    concurrency = max(10, int(websocket_setting("send_concurrency")))
+    key = (factory, endpoint_url, name, concurrency, _credential_settings())
+    cached = _MANAGEMENT_CLIENTS.get(key)
+    if cached is not None:
+        return cached
     config = Config(
         # Our own loop retries throttling; botocore's retries would multiply with it.
         retries={"total_max_attempts": 1, "mode": "standard"},
-        max_pool_connections=max(10, int(websocket_setting("send_concurrency"))),
+        max_pool_connections=concurrency,
         # Fail fast (e.g. a VPC without a NAT route) instead of outliving the invocation.
         connect_timeout=5,
         read_timeout=10,
     )
-    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
-    # accepts any region, so a missing region setting must not stop it.
-    name = execute_api_region(endpoint_url) or configured_region() or "us-east-1"
-    return client(
+    made = factory(
         "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config, region_name=name
     )
+    if isinstance(made, BaseClient):
+        with _SESSIONS_LOCK:
+            if len(_MANAGEMENT_CLIENTS) >= MAX_CACHED_CLIENTS:
+                _MANAGEMENT_CLIENTS.clear()
+            _MANAGEMENT_CLIENTS[key] = made
+    return made
+
+
+def _credential_settings() -> tuple[Any, ...]:
+    """The settings credentials are built from: a change means a new client."""
+    names = ("AWS_IAM_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    return tuple(getattr(settings, name, None) for name in names)
+
+
+# Real botocore clients are thread-safe once built.
+_MANAGEMENT_CLIENTS: dict[tuple[Any, ...], Any] = {}
+MAX_CACHED_CLIENTS = 64
 
 
 def errors() -> tuple[type[Exception], ...]:

@@ -1,11 +1,20 @@
-"""Posting one payload to many connections quickly: SigV4-signed HTTP/1.1 requests over a pool
-of keep-alive connections, driven by asyncio.
+"""Posting one payload to many connections quickly: SigV4-signed HTTP/1.1 requests over
+keep-alive connections, driven by one asyncio loop per process.
 
 boto3 spends ~1.4 ms of CPU per ``post_to_connection`` (validation, serialisation, hooks,
 parsing); under the GIL that caps a threaded fan-out near 500 messages/s. Here a fan-out
 hashes its payload once, derives the signing key once per day, and each message costs one
 HMAC and a few small writes, so throughput is bound by the network, not the interpreter.
 Used by ``sending`` for real botocore clients only; anything else keeps boto3's own path.
+
+Exactly once: a request is written at most once. An idle connection is checked before reuse
+(closed, at EOF or readable means the server dropped it) and retired after
+``MAX_IDLE_SECONDS``; a request that fails after it was written is a counted failure, never
+resent. Only throttling answers (the server refused the message) are retried.
+
+Warm containers: the loop thread, its pools and their connections live for the process, so
+a send in a warm Lambda container reuses open (TLS) connections. After ``fork`` the child
+starts its own loop and never touches the parent's sockets.
 """
 
 from __future__ import annotations
@@ -13,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import os
+import select
 import ssl
 import sys
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +40,26 @@ from .send_policy import Outcome, backoff_delay, classify
 
 logger = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 10.0
+# API Gateway does not document how long its @connections front end keeps an idle keep-alive
+# connection; AWS's load balancers default to 60 s. Retiring ours after 30 s keeps the race
+# (server closes as we write: a lost, uncounted-as-delivered message) far from the usual limits.
+MAX_IDLE_SECONDS = 30.0
+# Responses of @connections are tiny; anything bigger is not an answer we can use.
+MAX_BODY_BYTES = 1024 * 1024
+# Posts a fan-out queues before waking the loop (it also wakes when full and when closed).
+SUBMIT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where connections go: what a keep-alive pool is shared by (credentials are not)."""
+
+    scheme: str
+    host: str
+    port: int
+    ca_bundle: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +81,10 @@ class Target:
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
         return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    @property
+    def address(self) -> Address:
+        return Address(self.scheme, self.host, self.port, self.ca_bundle)
 
 
 def moto_is_mocking() -> bool:
@@ -73,6 +108,7 @@ def target_for(client: Any) -> Target | None:
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if credentials is None:
         return None
+    # Read per fan-out: refreshable credentials (a Lambda role) rotate under the same client.
     frozen = credentials.get_frozen_credentials()
     parts = urlsplit(client.meta.endpoint_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -105,22 +141,28 @@ def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+# Derived once per secret, day and region for the process, not per fan-out.
+_SIGNING_KEYS: dict[tuple[str, str, str], bytes] = {}
+
+
 class Signer:
     """AWS Signature Version 4 for ``POST <base>/@connections/<id>`` with a fixed payload."""
 
     def __init__(self, target: Target, payload: bytes) -> None:
         self.target = target
         self.payload_hash = hashlib.sha256(payload).hexdigest()
-        self._day = ""
-        self._key = b""
 
     def _signing_key(self, day: str) -> bytes:
-        if day != self._day:
+        cache_key = (self.target.secret_key, day, self.target.region)
+        key = _SIGNING_KEYS.get(cache_key)
+        if key is None:
             key = f"AWS4{self.target.secret_key}".encode()
             for part in (day, self.target.region, "execute-api", "aws4_request"):
                 key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._day, self._key = day, key
-        return self._key
+            if len(_SIGNING_KEYS) > 32:  # rotated credentials: forget the old ones
+                _SIGNING_KEYS.clear()
+            _SIGNING_KEYS[cache_key] = key
+        return key
 
     def headers(self, path: str, now: float | None = None) -> list[tuple[str, str]]:
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
@@ -160,89 +202,328 @@ def connection_path(target: Target, connection_id: str) -> str:
     return f"{target.base_path}/@connections/{quote(connection_id, safe='')}"
 
 
+class NotSent(Exception):
+    """No byte of the request reached the server (connecting failed): safe to report or retry."""
+
+
+class SendFailed(Exception):
+    """The request may have reached the server: it must never be written again."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    error_type: str
+    keep_alive: bool
+
+
+def _error_type(headers: dict[str, str], body: bytes) -> str:
+    """The AWS error code, as botocore finds it: ``x-amzn-ErrorType``, else the JSON body."""
+    code = headers.get("x-amzn-errortype", "")
+    if not code and body[:1] == b"{":
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = {}
+        if isinstance(document, dict):
+            code = str(document.get("__type") or document.get("code") or "")
+    # "LimitExceededException:http://internal..." and "aws.protocol#ThrottlingException".
+    return code.split(":")[0].rsplit("#", 1)[-1]
+
+
+def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    """Version, status and headers (lower-cased names) of a response head."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    if not version.startswith("HTTP/1."):
+        raise SendFailed(f"not an HTTP/1.x response: {status_line[:40]!r}")
+    headers: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        key, value = name.strip().lower(), value.strip()
+        # Repeated headers combine with a comma (RFC 9110 5.3).
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return version, int(rest[:3]), headers
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[Response, bytes]:
+    """One HTTP/1.x response: status, AWS error code, body, and whether the connection may
+    carry another request (HTTP/1.1 unless ``close``; HTTP/1.0 only with ``keep-alive``; never
+    after a body delimited by the connection closing)."""
+    while True:
+        version, status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+        if not 100 <= status < 200:
+            break  # 1xx (e.g. 100 Continue) is followed by the real response
+    tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    codings = headers.get("transfer-encoding", "").lower()
+    if status in (204, 304):
+        body = b""
+    elif codings:
+        if codings.rsplit(",", 1)[-1].strip() != "chunked":
+            body, keep_alive = await reader.read(MAX_BODY_BYTES), False
+        else:
+            body = await _read_chunked(reader)
+    elif "content-length" in headers:
+        length = int(headers["content-length"].split(",")[0])
+        if length > MAX_BODY_BYTES:
+            raise SendFailed(f"HTTP {status} with a {length}-byte body")
+        body = await reader.readexactly(length)
+    else:
+        # Delimited by the server closing the connection (HTTP/1.0 style).
+        body, keep_alive = await _read_to_eof(reader), False
+    return Response(status, _error_type(headers, body), keep_alive), body
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+        if size == 0:
+            # Trailers, if any, up to the blank line.
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
+            return b"".join(parts)
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise SendFailed("chunked response body too large")
+        parts.append((await reader.readexactly(size + 2))[:-2])
+
+
+async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await reader.read(65536):
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise SendFailed("response body too large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _socket_readable(sock: Any) -> bool:
+    """True if ``sock`` has bytes or an EOF waiting (zero-timeout poll, like urllib3's)."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+
+
 class _HttpConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.reused = False
+        self.idle_since = time.monotonic()
 
-    async def post(self, request: bytes) -> tuple[int, str]:
-        """Status code and ``x-amzn-ErrorType`` of one request."""
+    def is_dropped(self) -> bool:
+        """True if this idle connection must not carry a request: closed, at EOF, holding bytes
+        nobody asked for, or with a socket that is readable (a FIN or data not yet read).
+
+        Checked before every reuse, so a connection the server closed while idle is retired
+        before anything is written to it."""
+        if self.writer.is_closing() or self.reader.at_eof() or self.reader.exception():
+            return True
+        if getattr(self.reader, "_buffer", b""):
+            return True
+        sock = self.writer.get_extra_info("socket")
+        return sock is None or _socket_readable(sock)
+
+    async def exchange(self, request: bytes) -> Response:
         self.writer.write(request)
         await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        else:
-            await self.reader.readexactly(int(headers.get("content-length", "0")))
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        self.reused = True
-        return status, headers.get("x-amzn-errortype", "").split(":")[0]
-
-    @property
-    def closed(self) -> bool:
-        return self.writer.is_closing()
+        response, _ = await read_response(self.reader)
+        return response
 
     def close(self) -> None:
         self.writer.close()
 
 
 class _Pool:
-    """Keep-alive connections to one endpoint, at most ``size`` open at once."""
+    """Keep-alive connections to one address, at most ``size`` in use at once.
 
-    def __init__(self, target: Target, size: int) -> None:
-        self.target = target
-        self.idle: list[_HttpConnection] = []
+    Lives as long as the process's transport, so a warm container reuses its connections
+    (and their TLS sessions) across sends and invocations. Touched only on the loop thread.
+    """
+
+    def __init__(self, address: Address, size: int) -> None:
+        self.address = address
+        self.size = size
+        self.idle: deque[_HttpConnection] = deque()
         self.slots = asyncio.Semaphore(size)
-        self.ssl = _ssl_context(target.ca_bundle) if target.scheme == "https" else None
+        self.ssl = _ssl_context(address.ca_bundle) if address.scheme == "https" else None
+        self.opened = 0
+        self.retired = 0
+
+    def _retire_expired(self, now: float) -> None:
+        # Oldest on the left: the deque is used as a stack (most recently used on the right).
+        while self.idle and now - self.idle[0].idle_since > MAX_IDLE_SECONDS:
+            self.idle.popleft().close()
+            self.retired += 1
+
+    def _take_idle(self) -> _HttpConnection | None:
+        self._retire_expired(time.monotonic())
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.is_dropped():
+                return connection
+            connection.close()
+            self.retired += 1
+        return None
 
     async def _open(self) -> _HttpConnection:
-        reader, writer = await asyncio.open_connection(
-            self.target.host, self.target.port, ssl=self.ssl
-        )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(
+                    self.address.host, self.address.port, ssl=self.ssl, limit=MAX_BODY_BYTES
+                )
+        except (TimeoutError, OSError, ssl.SSLError) as error:
+            raise NotSent(_describe(error) or "connect timed out") from error
+        self.opened += 1
         return _HttpConnection(reader, writer)
 
-    async def post(self, request: bytes) -> tuple[int, str]:
+    async def post(self, request: bytes) -> Response:
+        """The response to ``request``; ``NotSent`` or ``SendFailed`` (never resent here)."""
         async with self.slots:
-            connection = self.idle.pop() if self.idle else await self._open()
+            connection = self._take_idle() or await self._open()
             try:
-                result = await asyncio.wait_for(connection.post(request), REQUEST_TIMEOUT)
-            except (ConnectionError, asyncio.IncompleteReadError) as error:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    response = await connection.exchange(request)
+            except TimeoutError as error:
                 connection.close()
-                if not connection.reused:
-                    raise
-                # The server dropped an idle keep-alive connection before reading: not sent.
-                logger.debug("Stale keep-alive connection (%s); retrying once", error)
-                connection = await self._open()
-                result = await asyncio.wait_for(connection.post(request), REQUEST_TIMEOUT)
+                raise SendFailed(f"no response within {REQUEST_TIMEOUT:g} s") from error
+            except (OSError, asyncio.IncompleteReadError) as error:
+                connection.close()
+                raise SendFailed(
+                    f"connection lost after the request was written ({_describe(error)})"
+                ) from error
+            except (ValueError, asyncio.LimitOverrunError) as error:
+                connection.close()
+                raise SendFailed(f"malformed response ({error})") from error
             except BaseException:
                 connection.close()
                 raise
-            if not connection.closed:
+            if response.keep_alive:
+                connection.idle_since = time.monotonic()
                 self.idle.append(connection)
-            return result
+            else:
+                connection.close()
+            return response
 
     def close(self) -> None:
-        for connection in self.idle:
-            connection.close()
+        while self.idle:
+            self.idle.pop().close()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, asyncio.IncompleteReadError):
+        return "closed without a response" if not error.partial else "closed mid-response"
+    return str(error) or type(error).__name__
+
+
+class Transport:
+    """The process's event loop (one daemon thread) and its keep-alive pools.
+
+    Built on first use and kept until the process ends, so nothing of the machinery is paid
+    per send. Thread-safe: callers only hand it coroutines; pools are used on its thread.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.pools: dict[tuple[Address, int], _Pool] = {}
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="ws-connections", daemon=True
+        )
+        self.thread.start()
+
+    def pool(self, address: Address, size: int) -> _Pool:
+        """The pool of ``address`` (call on the loop thread)."""
+        pool = self.pools.get((address, size))
+        if pool is None:
+            pool = self.pools[(address, size)] = _Pool(address, size)
+        return pool
+
+    def connection_counts(self) -> dict[str, int]:
+        """Connections opened, retired (dropped or idle too long) and idle now, all pools."""
+
+        async def count() -> dict[str, int]:
+            pools = list(self.pools.values())
+            return {
+                "opened": sum(pool.opened for pool in pools),
+                "retired": sum(pool.retired for pool in pools),
+                "idle": sum(len(pool.idle) for pool in pools),
+            }
+
+        return asyncio.run_coroutine_threadsafe(count(), self.loop).result()
+
+    def close(self) -> None:
+        async def close_pools() -> None:
+            for pool in self.pools.values():
+                pool.close()
+            self.pools.clear()
+            await asyncio.sleep(0)  # let the transports finish closing
+
+        asyncio.run_coroutine_threadsafe(close_pools(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+_TRANSPORT: Transport | None = None
+_TRANSPORT_LOCK = threading.Lock()
+# Transports inherited through fork: never closed in the child (their sockets and selector
+# belong to the parent's loop; closing them here would unregister the parent's descriptors).
+_INHERITED: list[Transport] = []
+
+
+def shared_transport() -> Transport:
+    """This process's transport, started on first use (again in a forked child)."""
+    global _TRANSPORT
+    transport = _TRANSPORT
+    if transport is not None and transport.pid == os.getpid() and transport.thread.is_alive():
+        return transport
+    with _TRANSPORT_LOCK:
+        transport = _TRANSPORT
+        if transport is None or transport.pid != os.getpid() or not transport.thread.is_alive():
+            if transport is not None and transport.pid != os.getpid():
+                _INHERITED.append(transport)
+            transport = _TRANSPORT = Transport()
+        return transport
+
+
+def close_shared_transport() -> None:
+    """Close this process's pools and stop its loop (tests; a process that stops sending)."""
+    global _TRANSPORT
+    with _TRANSPORT_LOCK:
+        transport, _TRANSPORT = _TRANSPORT, None
+    if transport is not None and transport.pid == os.getpid():
+        transport.close()
+
+
+def _forget_transport_after_fork() -> None:
+    global _TRANSPORT, _TRANSPORT_LOCK
+    if _TRANSPORT is not None:
+        _INHERITED.append(_TRANSPORT)
+    _TRANSPORT = None
+    _TRANSPORT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_transport_after_fork)
 
 
 @dataclass
 class FanOut:
-    """Posts submitted from a synchronous caller, sent from an event loop in its own thread.
+    """One broadcast: posts submitted from a synchronous caller, sent on the shared loop.
 
     ``submit`` blocks while ``max_in_flight`` posts are pending, so memory stays flat however
-    many connections the caller streams in.
+    many connections the caller streams in. ``close`` waits for this broadcast's posts only
+    (the pools stay open for the next one) and logs one line per kind of failure.
     """
 
     concurrency: int
@@ -250,60 +531,102 @@ class FanOut:
     base_delay: float
     on_result: Callable[[str, str], None]
     max_in_flight: int = 0
-    _loop: asyncio.AbstractEventLoop = field(init=False)
-    _thread: threading.Thread = field(init=False)
+    _transport: Transport = field(init=False)
     _room: threading.Semaphore = field(init=False)
-    _pools: dict[Target, _Pool] = field(init=False, default_factory=dict)
-    _pending: set[Any] = field(init=False, default_factory=set)
+    # Submitted, not yet started: handed to the loop in batches (one wake-up, not one each).
+    _queue: deque[tuple[Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
+    _scheduled: bool = field(init=False, default=False)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    # Posts submitted and not finished; close() waits for none left.
+    _outstanding: int = field(init=False, default=0)
+    _closing: bool = field(init=False, default=False)
+    _count_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _all_done: threading.Event = field(init=False, default_factory=threading.Event)
+    # Why posts failed (without the connection id) -> how many, and one example id.
+    _failures: Counter[str] = field(init=False, default_factory=Counter)
+    _examples: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.max_in_flight = self.max_in_flight or self.concurrency * 4
         self._room = threading.Semaphore(self.max_in_flight)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        self._transport = shared_transport()
 
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
-        self._room.acquire()
-        future = asyncio.run_coroutine_threadsafe(
-            self._send(target, signer, payload, connection_id), self._loop
-        )
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        if not self._room.acquire(blocking=False):
+            self._flush()  # the loop must free places: give it what is queued first
+            self._room.acquire()
+        with self._count_lock:
+            self._outstanding += 1
+        self._queue.append((target, signer, payload, connection_id))
+        if len(self._queue) >= SUBMIT_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Have the loop start what is queued (one cross-thread wake-up for the batch).
+
+        Waking it per post would make the loop thread fight the submitting thread for the
+        GIL while rows are still being read; a small room is sent as one batch."""
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            self._transport.loop.call_soon_threadsafe(self._start_queued)
+
+    def _start_queued(self) -> None:
+        # Cleared before draining: a submit that sees it set is drained by this very call.
+        self._scheduled = False
+        loop = self._transport.loop
+        while self._queue:
+            # The loop keeps only weak references to tasks: hold them until done.
+            task = loop.create_task(self._send(*self._queue.popleft()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
-        """Wait for every submitted post, then stop the loop."""
-        for future in list(self._pending):
-            future.result()
-        asyncio.run_coroutine_threadsafe(self._close_pools(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        """Wait for every submitted post, then log the failures (one line per reason)."""
+        self._flush()
+        with self._count_lock:
+            self._closing = True
+            done = self._outstanding == 0
+        if not done:
+            self._all_done.wait()
+        for reason, count in self._failures.items():
+            logger.error(
+                "%d post(s) to @connections failed, not resent: %s (e.g. connection %s)",
+                count,
+                reason,
+                self._examples[reason],
+            )
 
-    async def _close_pools(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
-
-    def _pool(self, target: Target) -> _Pool:
-        pool = self._pools.get(target)
-        if pool is None:
-            pool = self._pools[target] = _Pool(target, self.concurrency)
-        return pool
+    def _failed(
+        self, connection_id: str, reason: str, outcome: Outcome = Outcome.FAILED
+    ) -> Outcome:
+        # On the loop thread: no lock needed.
+        self._failures[reason] += 1
+        self._examples.setdefault(reason, connection_id)
+        logger.debug("Sending to connection %s failed: %s", connection_id, reason)
+        return outcome
 
     async def _send(self, target: Target, signer: Signer, payload: bytes, connection_id: str):
         try:
             outcome = await self._post_with_retries(target, signer, payload, connection_id)
-        except Exception:
+        except (NotSent, SendFailed) as error:
+            outcome = self._failed(connection_id, f"{target.host_header}: {error}")
+        except Exception as error:
             logger.exception("Sending to connection %s failed", connection_id)
-            outcome = Outcome.FAILED
+            outcome = self._failed(connection_id, f"{target.host_header}: {error!r}")
+        try:
+            self.on_result(connection_id, outcome)
         finally:
             self._room.release()
-        self.on_result(connection_id, outcome)
+            with self._count_lock:
+                self._outstanding -= 1
+                if self._closing and self._outstanding == 0:
+                    self._all_done.set()
 
     async def _post_with_retries(
         self, target: Target, signer: Signer, payload: bytes, connection_id: str
     ) -> Outcome:
         path = connection_path(target, connection_id)
+        pool = self._transport.pool(target.address, self.concurrency)
         for attempt in range(self.max_retries + 1):
             head = [
                 f"POST {path} HTTP/1.1",
@@ -313,17 +636,18 @@ class FanOut:
                 "",
                 "",
             ]
-            status, error_type = await self._pool(target).post(
-                "\r\n".join(head).encode("latin-1") + payload
-            )
+            response = await pool.post("\r\n".join(head).encode("latin-1") + payload)
+            status, error_type = response.status, response.error_type
             outcome = classify(status, error_type)
             if outcome is Outcome.FAILED:
-                logger.error(
-                    "Sending to connection %s failed: HTTP %s %s", connection_id, status, error_type
-                )
+                return self._failed(connection_id, f"HTTP {status} {error_type}".rstrip())
             if outcome is not Outcome.THROTTLED:
                 return outcome
+            # Throttled: the server refused this message, so sending it again is safe.
             if attempt < self.max_retries:
                 await asyncio.sleep(backoff_delay(attempt, self.base_delay))
-        logger.error("Sending to connection %s still throttled; giving up", connection_id)
-        return Outcome.THROTTLED
+        return self._failed(
+            connection_id,
+            f"still throttled after {self.max_retries} retries",
+            Outcome.THROTTLED,
+        )

@@ -765,7 +765,8 @@ def test_real_boto3_against_moto_posts_exact_bytes(settings, gateway_a):
 
 
 class ConnectionsServer:
-    """A local @connections API: POST /<stage>/@connections/<id> answers 200, 410 or 429."""
+    """A local @connections API: POST /<stage>/@connections/<id> answers 200, 410 or 429, over
+    HTTP/1.1 keep-alive connections."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -775,10 +776,14 @@ class ConnectionsServer:
         self.broken: set[str] = set()  # ids answered with 500
         self.silent: set[str] = set()  # ids never answered (timeouts)
         self.requests: list[tuple[str, str, bytes]] = []
+        self.connections = 0
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as API Gateway speaks: clients reuse connections across posts.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 prefix = f"/{server.stage}/@connections/"
@@ -813,6 +818,11 @@ class ConnectionsServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def setup(self):
+                super().setup()
+                with server.lock:
+                    server.connections += 1
 
             def log_message(self, *args):
                 pass
@@ -1112,3 +1122,53 @@ def test_outcomes_compare_equal_to_their_names():
     assert send_policy.Outcome.DELIVERED == "delivered"
     assert send_policy.Outcome.THROTTLED.failed and send_policy.Outcome.FAILED.failed
     assert not send_policy.Outcome.GONE.failed
+
+
+def test_warm_sends_reuse_one_client_and_the_open_connections(connections_server, local_gateway):
+    """A warm container builds the @connections client once and keeps its connections."""
+    from django_aws_api_gateway_websockets import models
+
+    make_sessions(local_gateway, "a", "b", "c")
+    with patch(PATCH_POINT, wraps=models.get_boto3_client) as factory:
+        for number in range(5):
+            report = WebSocketSession.objects.all().send_message({"n": number})
+            assert (report.delivered, report.failed) == (3, 0)
+
+    assert factory.call_count == 1
+    assert connections_server.connections <= 3
+    for cid in ("a", "b", "c"):
+        assert connections_server.bodies_for(cid) == [wire({"n": n}) for n in range(5)]
+
+
+def test_a_queryset_send_through_a_dropping_server_never_raises_nor_sends_twice(
+    local_gateway, settings
+):
+    """Every 3rd post on a socket is read, then the socket dropped unanswered."""
+    settings.WEBSOCKETS = {"send_concurrency": 2, "http_concurrency": 4}
+    from tests.wire_servers import Behaviour, WireServer, response
+
+    def reply(server, connection_id, number):
+        if connection_id.startswith("gone"):
+            return response("410 Gone", headers=("x-amzn-ErrorType: GoneException",))
+        return response()
+
+    server = WireServer(Behaviour(reply=reply, drop_every=3), stage="wire")
+    try:
+        gateway = ApiGateway.objects.create(
+            api_name="W", api_id="wire01", management_endpoint_url=server.url
+        )
+        alive = [f"s{n}" for n in range(40)]
+        gone = [f"gone{n}" for n in range(6)]
+        make_sessions(gateway, *alive, *gone)
+
+        report = WebSocketSession.objects.filter(api_gateway=gateway).send_message({"t": 1})
+    finally:
+        server.close()
+
+    assert max(server.requests.values()) == 1
+    assert report.delivered == sum(server.answered.values())
+    assert report.delivered + report.gone + report.failed == 46
+    assert report.failed > 0
+    assert set(report.gone_connection_ids) <= set(gone)
+    # Sessions answered 410 are marked; a dropped post leaves its session as it was.
+    assert connected_ids() == set(alive + gone) - set(report.gone_connection_ids)

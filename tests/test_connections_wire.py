@@ -1,0 +1,497 @@
+"""Exactly once on the wire: the signed-HTTP fan-out against real HTTP/1.1 servers that drop,
+close, answer HTTP/1.0, frame bodies every legal way, throttle and fail.
+
+Every test counts what the server received per connection id: a request is never written
+twice (``requests``), so nothing is delivered twice (``handled``), and the report's figures
+equal what the server answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import boto3
+import pytest
+
+from django_aws_api_gateway_websockets import connections_http
+from django_aws_api_gateway_websockets.connections_http import (
+    FanOut,
+    Signer,
+    Target,
+    shared_transport,
+    target_for,
+)
+from django_aws_api_gateway_websockets.send_policy import Outcome
+from tests.wire_servers import Behaviour, WireServer, chunked, response
+
+PAYLOAD = b'{"type":"chat","text":"hi"}'
+LOGGER = "django_aws_api_gateway_websockets.connections_http"
+
+
+@pytest.fixture
+def servers():
+    started: list[WireServer] = []
+
+    def start(behaviour: Behaviour | None = None, **kwargs) -> WireServer:
+        server = WireServer(behaviour, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def target_of(server: WireServer, *, scheme: str = "http", host: str = "127.0.0.1", **kw):
+    fields = {
+        "scheme": scheme,
+        "host": host,
+        "port": server.port if server else 9,
+        "base_path": "/prod",
+        "region": "us-east-1",
+        "ca_bundle": "",
+        "access_key": "AKIDTEST",
+        "secret_key": "secret",
+        "token": None,
+    }
+    fields.update(kw)
+    return Target(**fields)
+
+
+def broadcast(target: Target, ids: list[str], *, max_retries: int = 3, concurrency: int = 8):
+    """Outcome per connection id of one fan-out of ``PAYLOAD``."""
+    outcomes: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def record(connection_id: str, outcome: str) -> None:
+        with lock:
+            assert connection_id not in outcomes, "one outcome per connection"
+            outcomes[connection_id] = outcome
+
+    fan_out = FanOut(
+        concurrency=concurrency, max_retries=max_retries, base_delay=0.001, on_result=record
+    )
+    signer = Signer(target, PAYLOAD)
+    for connection_id in ids:
+        fan_out.submit(target, signer, PAYLOAD, connection_id)
+    fan_out.close()
+    assert set(outcomes) == set(ids)
+    return outcomes
+
+
+def ids_of(count: int, prefix: str = "c") -> list[str]:
+    return [f"{prefix}{n}=" for n in range(count)]
+
+
+def failure_lines(caplog) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == LOGGER and record.levelno >= logging.WARNING
+    ]
+
+
+# --------------------------------------------------------------------------- keep-alive
+
+
+def test_keep_alive_connections_are_reused_across_broadcasts(servers):
+    server = servers()
+    target = target_of(server)
+    ids = ids_of(50)
+
+    for _ in range(3):
+        assert set(broadcast(target, ids).values()) == {Outcome.DELIVERED}
+
+    assert server.requests == Counter({cid: 3 for cid in ids})
+    # The pool outlives each broadcast: no more sockets than requests in flight at once.
+    assert server.connections <= 8
+
+
+# --------------------------------------------------------------------------- (a) drops
+
+
+def test_a_request_the_server_read_but_never_answered_is_not_resent(servers, caplog):
+    """The issue's case: every 4th request on a socket is handled, then the socket dropped."""
+    server = servers(Behaviour(drop_every=4))
+    target = target_of(server)
+    ids = ids_of(200)
+
+    reports = []
+    for round_number in (1, 2):
+        outcomes = Counter(broadcast(target, ids).values())
+        reports.append(outcomes)
+        # Written once per broadcast, so handled at most once per broadcast.
+        assert server.requests == Counter({cid: round_number for cid in ids})
+        assert max(server.handled.values()) <= round_number
+
+    answered = sum(server.answered.values())
+    assert sum(report[Outcome.DELIVERED] for report in reports) == answered
+    failed = sum(report[Outcome.FAILED] for report in reports)
+    assert failed == 400 - answered and failed > 0
+    # Honest: failures are counted and logged once per kind, not once per connection.
+    lines = failure_lines(caplog)
+    assert len(lines) == 2  # one per broadcast
+    assert all("not resent" in line and "closed without a response" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- (b) idle close
+
+
+def test_connections_the_server_closed_while_idle_are_retired_before_reuse(servers, caplog):
+    server = servers(Behaviour(idle_timeout=0.2))
+    target = target_of(server)
+    ids = ids_of(30)
+
+    assert set(broadcast(target, ids).values()) == {Outcome.DELIVERED}
+    opened = server.connections
+    time.sleep(0.6)  # the server closes every idle socket meanwhile
+    assert set(broadcast(target, ids).values()) == {Outcome.DELIVERED}
+
+    assert server.requests == Counter({cid: 2 for cid in ids})
+    assert server.connections > opened  # fresh sockets replaced the dead ones
+    assert failure_lines(caplog) == []
+
+
+def test_a_server_that_closes_after_every_answer_never_gets_a_request_twice(servers):
+    server = servers(Behaviour(close_after_reply=True))
+    target = target_of(server)
+    ids = ids_of(60)
+
+    outcomes = broadcast(target, ids, concurrency=4)
+
+    # Most answers' FIN is seen before reuse; a request that still raced the close is lost
+    # honestly (a failure), never written again.
+    assert max(server.requests.values()) == 1
+    assert set(outcomes.values()) <= {Outcome.DELIVERED, Outcome.FAILED}
+    delivered = {cid for cid, outcome in outcomes.items() if outcome == Outcome.DELIVERED}
+    assert delivered == set(server.answered)
+    assert sum(server.handled.values()) == len(delivered)
+    assert len(delivered) >= 30
+
+
+def test_idle_connections_are_retired_after_max_idle(servers, monkeypatch):
+    monkeypatch.setattr(connections_http, "MAX_IDLE_SECONDS", 0.05)
+    server = servers()
+    target = target_of(server)
+    ids = ids_of(8)
+
+    broadcast(target, ids)
+    first = server.connections
+    time.sleep(0.15)
+    broadcast(target, ids)
+
+    assert server.requests == Counter({cid: 2 for cid in ids})
+    assert server.connections == 2 * first  # none of the old ones was reused
+
+
+# --------------------------------------------------------------------------- (c) framing
+
+
+def test_http_1_0_answers_are_read_and_their_connections_not_reused(servers):
+    server = servers(Behaviour(reply=lambda *_: response(version="HTTP/1.0")))
+    ids = ids_of(20)
+
+    assert set(broadcast(target_of(server), ids).values()) == {Outcome.DELIVERED}
+
+    assert server.requests == Counter({cid: 1 for cid in ids})
+    assert server.connections == 20
+
+
+def test_http_1_0_keep_alive_answers_keep_the_connection(servers):
+    server = servers(
+        Behaviour(
+            reply=lambda *_: response(version="HTTP/1.0", headers=("Connection: keep-alive",))
+        )
+    )
+    ids = ids_of(40)
+
+    assert set(broadcast(target_of(server), ids, concurrency=4).values()) == {Outcome.DELIVERED}
+    assert server.connections <= 4
+
+
+@pytest.mark.parametrize(
+    ("raw", "outcome"),
+    [
+        (response(body=b'{"ok":true}', length=False), Outcome.DELIVERED),
+        (
+            response(
+                "410 Gone",
+                headers=("x-amzn-ErrorType: GoneException",),
+                body=b'{"message":"Gone"}',
+                length=False,
+            ),
+            Outcome.GONE,
+        ),
+        (response(version="HTTP/1.0", body=b"done", length=False), Outcome.DELIVERED),
+    ],
+    ids=["200", "410", "http-1.0"],
+)
+def test_bodies_delimited_by_the_connection_closing(servers, raw, outcome):
+    server = servers(Behaviour(reply=lambda *_: raw))
+    ids = ids_of(12)
+
+    assert set(broadcast(target_of(server), ids).values()) == {outcome}
+    assert server.requests == Counter({cid: 1 for cid in ids})
+    assert server.connections == 12  # a close-delimited body ends its connection
+
+
+def test_chunked_bodies_with_trailers_keep_the_connection_in_step(servers):
+    def reply(server, connection_id, number):
+        if connection_id.startswith("gone"):
+            return chunked("410 Gone", b'{"__type":"GoneException","message":"Gone"}')
+        return chunked("200 OK", b'{"status":"accepted","padding":"xxxxxxxx"}')
+
+    server = servers(Behaviour(reply=reply))
+    ids = ids_of(30) + ids_of(10, "gone")
+
+    outcomes = broadcast(target_of(server), ids, concurrency=4)
+
+    assert Counter(outcomes.values()) == Counter({Outcome.DELIVERED: 30, Outcome.GONE: 10})
+    assert all(outcomes[cid] == Outcome.GONE for cid in ids_of(10, "gone"))
+    # Trailers were consumed: every socket carried many requests without getting out of step.
+    assert server.connections <= 4
+
+
+def test_interim_100_continue_is_skipped(servers):
+    server = servers(Behaviour(reply=lambda *_: b"HTTP/1.1 100 Continue\r\n\r\n" + response()))
+    assert set(broadcast(target_of(server), ids_of(10)).values()) == {Outcome.DELIVERED}
+    assert server.connections <= 8
+
+
+# --------------------------------------------------------------------------- (d) throttling
+
+
+@pytest.mark.parametrize(
+    "throttled",
+    [
+        response("429 Too Many Requests", headers=("x-amzn-ErrorType: LimitExceededException",)),
+        response("429 Too Many Requests", headers=("x-amzn-ErrorType: TooManyRequestsException",)),
+        response("400 Bad Request", body=b'{"__type":"TooManyRequestsException"}'),
+        response("429 Too Many Requests", body=b'{"message":"Too Many Requests"}'),
+    ],
+    ids=["limit-exceeded", "too-many-requests-header", "too-many-requests-body", "bare-429"],
+)
+def test_throttled_posts_are_retried_until_delivered(servers, throttled):
+    server = servers(
+        Behaviour(reply=lambda _s, _cid, number: throttled if number <= 2 else response())
+    )
+    ids = ids_of(20)
+
+    assert set(broadcast(target_of(server), ids).values()) == {Outcome.DELIVERED}
+
+    assert server.requests == Counter({cid: 3 for cid in ids})
+    assert server.handled == Counter({cid: 1 for cid in ids})
+
+
+def test_a_throttling_storm_fails_each_post_after_its_retries_with_one_log_line(servers, caplog):
+    storm = response(
+        "429 Too Many Requests", headers=("x-amzn-ErrorType: TooManyRequestsException",)
+    )
+    server = servers(Behaviour(reply=lambda *_: storm))
+    ids = ids_of(40)
+
+    outcomes = broadcast(target_of(server), ids, max_retries=2)
+
+    # Still throttled after the last retry: its own outcome, counted as failed in reports.
+    assert set(outcomes.values()) == {Outcome.THROTTLED}
+    assert all(outcome.failed for outcome in outcomes.values())
+    assert server.requests == Counter({cid: 3 for cid in ids})
+    assert server.handled == Counter()
+    (line,) = failure_lines(caplog)
+    assert line.startswith("40 post(s)") and "throttled" in line
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_server_errors_are_failures_never_retried(servers, caplog):
+    def reply(server, connection_id, number):
+        if connection_id.startswith("bad"):
+            return response("500 Internal Server Error", body=b'{"message":"Internal"}')
+        return response()
+
+    server = servers(Behaviour(reply=reply))
+    ids = ids_of(10) + ids_of(5, "bad")
+
+    outcomes = Counter(broadcast(target_of(server), ids).values())
+
+    assert outcomes == Counter({Outcome.DELIVERED: 10, Outcome.FAILED: 5})
+    assert server.requests == Counter({cid: 1 for cid in ids})
+    (line,) = failure_lines(caplog)
+    assert line.startswith("5 post(s)") and "HTTP 500" in line
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_endpoint_is_one_counted_failure_per_connection(caplog):
+    target = target_of(None, port=closed_port())
+
+    outcomes = broadcast(target, ids_of(25))
+
+    assert set(outcomes.values()) == {Outcome.FAILED}
+    (line,) = failure_lines(caplog)
+    assert line.startswith("25 post(s)")
+
+
+def test_a_dns_failure_is_counted_not_raised(caplog):
+    target = target_of(None, host="no-such-host.invalid", port=443, scheme="https")
+
+    outcomes = broadcast(target, ids_of(5))
+
+    assert set(outcomes.values()) == {Outcome.FAILED}
+    (line,) = failure_lines(caplog)
+    assert line.startswith("5 post(s)") and "no-such-host.invalid" in line
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return str(cert), context
+
+
+def test_tls_with_the_endpoints_ca_bundle_delivers_over_kept_connections(servers, certificate):
+    cert, context = certificate
+    server = servers(tls=context)
+    target = target_of(server, scheme="https", ca_bundle=cert)
+    ids = ids_of(30)
+
+    for _ in range(2):
+        assert set(broadcast(target, ids, concurrency=4).values()) == {Outcome.DELIVERED}
+    assert server.requests == Counter({cid: 2 for cid in ids})
+    assert server.connections <= 4
+
+
+def test_an_untrusted_certificate_is_a_counted_failure_and_nothing_is_sent(
+    servers, certificate, caplog
+):
+    _, context = certificate
+    server = servers(tls=context)
+    target = target_of(server, scheme="https")  # certifi's bundle does not trust it
+
+    outcomes = broadcast(target, ids_of(6))
+
+    assert set(outcomes.values()) == {Outcome.FAILED}
+    assert server.requests == Counter()
+    (line,) = failure_lines(caplog)
+    assert "certificate" in line.lower()
+
+
+def test_a_plain_http_server_behind_an_https_url_is_a_tls_failure(caplog):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_in_plain_http() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = listener.accept()
+                sock.sendall(response("400 Bad Request"))
+                sock.close()
+
+    threading.Thread(target=answer_in_plain_http, daemon=True).start()
+    target = target_of(None, scheme="https", port=listener.getsockname()[1])
+    try:
+        outcomes = broadcast(target, ids_of(4))
+    finally:
+        listener.close()
+    assert set(outcomes.values()) == {Outcome.FAILED}
+    (line,) = failure_lines(caplog)
+    assert "ssl" in line.lower() or "tls" in line.lower()
+
+
+# --------------------------------------------------------------------------- process machinery
+
+
+def test_one_loop_serves_broadcasts_from_many_threads(servers):
+    server = servers()
+    target = target_of(server)
+    results: dict[int, dict[str, str]] = {}
+
+    def run(number: int) -> None:
+        results[number] = broadcast(target, ids_of(25, f"t{number}-"))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert all(set(outcomes.values()) == {Outcome.DELIVERED} for outcomes in results.values())
+    assert len(results) == 4
+    assert server.requests == Counter({cid: 1 for n in range(4) for cid in ids_of(25, f"t{n}-")})
+    assert shared_transport().thread.name == "ws-connections"
+    assert [t.name for t in threading.enumerate()].count("ws-connections") == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_loop_and_the_parent_keeps_its_connections(servers):
+    server = servers()
+    target = target_of(server)
+    ids = ids_of(8)
+    broadcast(target, ids)
+    parent_transport = shared_transport()
+    opened = server.connections
+
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's loop thread does not exist here
+        code = 1
+        try:
+            outcomes = broadcast(target, ids_of(8, "child"))
+            fresh = shared_transport() is not parent_transport
+            code = 0 if fresh and set(outcomes.values()) == {Outcome.DELIVERED} else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert set(broadcast(target, ids).values()) == {Outcome.DELIVERED}
+    assert shared_transport() is parent_transport
+    assert server.requests == Counter(
+        {**{cid: 2 for cid in ids}, **{c: 1 for c in ids_of(8, "child")}}
+    )
+    # The parent's sockets survived the child: its second broadcast reused them.
+    assert server.connections - opened <= 8  # the child's own
+
+
+def test_each_fan_out_signs_with_the_clients_current_credentials():
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url="https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDOLD",
+        aws_secret_access_key="old-secret",
+    )
+    assert target_for(client).access_key == "AKIDOLD"
+
+    # What botocore's refreshable credentials do when a Lambda role's keys rotate.
+    credentials = client._request_signer._credentials
+    credentials.access_key, credentials.secret_key = "AKIDNEW", "new-secret"
+
+    target = target_for(client)
+    assert (target.access_key, target.secret_key) == ("AKIDNEW", "new-secret")
+    assert (
+        "Credential=AKIDNEW/"
+        in dict(Signer(target, PAYLOAD).headers("/prod/@connections/x"))["Authorization"]
+    )
