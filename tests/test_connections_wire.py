@@ -495,3 +495,21 @@ def test_each_fan_out_signs_with_the_clients_current_credentials():
         "Credential=AKIDNEW/"
         in dict(Signer(target, PAYLOAD).headers("/prod/@connections/x"))["Authorization"]
     )
+
+
+def test_closing_the_shared_transport_stops_its_loop_and_the_next_send_starts_afresh(servers):
+    """What a process about to be frozen or snapshotted calls: no thread, no socket survives,
+    and the next fan-out builds its machinery again."""
+    server = servers()
+    target = target_of(server)
+    broadcast(target, ids_of(4))
+    first = shared_transport()
+    opened = server.connections
+
+    connections_http.close_shared_transport()
+
+    assert not first.thread.is_alive()
+    assert "ws-connections" not in [thread.name for thread in threading.enumerate()]
+    assert set(broadcast(target, ids_of(4, "after")).values()) == {Outcome.DELIVERED}
+    assert shared_transport() is not first
+    assert server.connections > opened  # the closed pool's sockets were not reused
