@@ -1,4 +1,5 @@
-"""Fixtures the testing guide's examples use (``api_gateway``, ``websocket_session``) and more."""
+"""Fixtures the testing guide's examples use (``api_gateway``, ``websocket_session``, from the
+library's own plugin) and the suite's own."""
 
 from __future__ import annotations
 
@@ -8,25 +9,14 @@ import pytest
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
-from django_aws_api_gateway_websockets.models import ApiGateway, WebSocketSession
-
-
-@pytest.fixture
-def api_gateway(db):
-    return ApiGateway.objects.create(
-        api_name="Test API",
-        target_base_endpoint="https://testserver/ws/",
-        api_id="abc123",
-        api_created=True,
-        stage_name="test",
-    )
-
-
-@pytest.fixture
-def websocket_session(api_gateway):
-    return WebSocketSession.objects.create(
-        connection_id="connection-1", api_gateway=api_gateway, channel_name="general"
-    )
+# The fixtures the library ships (its pytest11 plugin, loaded when it is installed; this
+# repository runs from the source tree, so they are imported here).
+from django_aws_api_gateway_websockets.testing.pytest_plugin import (  # noqa: F401
+    api_gateway,
+    websocket_client,
+    websocket_outbox,
+    websocket_session,
+)
 
 
 @pytest.fixture
