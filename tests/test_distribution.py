@@ -93,6 +93,34 @@ import django_aws_api_gateway_websockets
 def test_the_installed_wheel_is_under_test():
     assert "site-packages-under-test" in Path(django_aws_api_gateway_websockets.__file__).parts
 """,
+    # No conftest here: the fixtures come from the installed wheel's pytest11 entry point.
+    "client_tests/test_first_websocket_test.py": """
+import pytest
+
+from django_aws_api_gateway_websockets.models import WebSocketSession
+from django_aws_api_gateway_websockets.testing import WebSocketTestCase, create_api_gateway
+
+
+def test_the_plugin_is_loaded_by_its_entry_point(request):
+    assert request.config.pluginmanager.has_plugin("django_aws_api_gateway_websockets")
+
+
+@pytest.mark.django_db
+def test_connect_as_a_user_and_receive(websocket_client, websocket_outbox, django_user_model):
+    websocket_client.force_login(django_user_model.objects.create_user(username="alice"))
+    assert websocket_client.connect(channel="general").status_code == 200
+
+    WebSocketSession.objects.filter(channel_name="general").send_message({"hello": "world"})
+
+    assert websocket_client.received == [{"hello": "world"}]
+    assert len(websocket_outbox) == 1
+
+
+class UnittestStyle(WebSocketTestCase):
+    def test_anonymous_connect_needs_a_token(self):
+        ws = self.websocket_client(create_api_gateway())
+        self.assertEqual(ws.connect().json(), {"error": "Token required"})
+""",
 }
 
 
@@ -117,6 +145,13 @@ def test_wheel_holds_the_library_only(dist):
         "websocket-client.js" in names
     )
     assert "django_aws_api_gateway_websockets/serverless/handler.py" in names
+    assert "django_aws_api_gateway_websockets/testing/pytest_plugin.py" in names
+    wheel = zipfile.ZipFile(next(dist.glob("*.whl")))
+    entry_points = wheel.read("serverless_django_websockets-0.1.0.dist-info/entry_points.txt")
+    assert (
+        "[pytest11]\ndjango_aws_api_gateway_websockets = "
+        "django_aws_api_gateway_websockets.testing.pytest_plugin"
+    ) in entry_points.decode()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {
         "django_aws_api_gateway_websockets",
@@ -167,7 +202,7 @@ def test_guide_examples_pass_against_the_installed_wheel(dist, tmp_path):
     }
     env["PYTHONPATH"] = f"{site}{os.pathsep}{project}"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "client_tests"],
         cwd=project,
         env=env,
         capture_output=True,
