@@ -102,7 +102,8 @@ from django_aws_api_gateway_websockets.testing import WebSocketTestCase, create_
 
 
 def test_the_plugin_is_loaded_by_its_entry_point(request):
-    assert request.config.pluginmanager.has_plugin("django_aws_api_gateway_websockets")
+    name = "django_aws_api_gateway_websockets.testing.pytest_plugin"
+    assert request.config.pluginmanager.has_plugin(name)
 
 
 @pytest.mark.django_db
@@ -149,7 +150,7 @@ def test_wheel_holds_the_library_only(dist):
     wheel = zipfile.ZipFile(next(dist.glob("*.whl")))
     entry_points = wheel.read("serverless_django_websockets-0.1.0.dist-info/entry_points.txt")
     assert (
-        "[pytest11]\ndjango_aws_api_gateway_websockets = "
+        "[pytest11]\ndjango_aws_api_gateway_websockets.testing.pytest_plugin = "
         "django_aws_api_gateway_websockets.testing.pytest_plugin"
     ) in entry_points.decode()
     top_level = {name.split("/")[0] for name in names}

@@ -1,0 +1,92 @@
+"""docs/testing.md's first WebSocket test runs as written: its files (each code block that opens
+with a ``# path`` comment) go into a fresh project, which pytest runs with the shipped plugin."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "testing.md"
+BLOCK = re.compile(r"```python\n# (?P<path>[\w/]+\.py)\n(?P<code>.*?)```", re.DOTALL)
+SETTINGS = """
+SECRET_KEY = "docs-project"
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django_aws_api_gateway_websockets",
+    "chat",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "chat.urls"
+USE_TZ = True
+AWS_GATEWAY_REGION_NAME = "eu-west-1"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+"""
+
+
+def page_files() -> dict[str, str]:
+    found = {match["path"]: match["code"] for match in BLOCK.finditer(PAGE.read_text())}
+    return {path: code for path, code in found.items() if path.startswith("chat/")}
+
+
+def unittest_example() -> str:
+    section = PAGE.read_text().split("## unittest\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL)[1]
+
+
+def test_the_pages_files_are_found():
+    assert set(page_files()) == {"chat/views.py", "chat/urls.py", "chat/tests/test_chat.py"}
+    assert "class ChatTests(WebSocketTestCase)" in unittest_example()
+
+
+def test_the_first_websocket_test_passes_as_written(tmp_path):
+    files = {
+        **page_files(),
+        "chat/tests/test_unittest_style.py": unittest_example(),
+        "chat/__init__.py": "",
+        "chat/tests/__init__.py": "",
+        "docs_settings.py": SETTINGS,
+    }
+    for relative, text in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "AWS_"))}
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{ROOT}"
+    # The source tree is not installed (a build's egg-info may say otherwise): name the plugins.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "pytest_django.plugin",
+            "-p",
+            "django_aws_api_gateway_websockets.testing.pytest_plugin",
+            "--ds",
+            "docs_settings",
+            "--rootdir",
+            str(tmp_path),
+            "chat",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "4 passed" in result.stdout, result.stdout[-2000:]
