@@ -1,5 +1,5 @@
-"""docs/testing.md's first WebSocket test runs as written: its files (each code block that opens
-with a ``# path`` comment) go into a fresh project, which pytest runs with the shipped plugin."""
+"""docs/testing.md's first WebSocket test, and the README's, run as written: their files go into
+a fresh project, which pytest runs with the shipped plugin."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "testing.md"
+README = ROOT / "README.md"
 BLOCK = re.compile(r"```python\n# (?P<path>[\w/]+\.py)\n(?P<code>.*?)```", re.DOTALL)
 SETTINGS = """
 SECRET_KEY = "docs-project"
@@ -49,14 +50,25 @@ def test_the_pages_files_are_found():
     assert "class ChatTests(WebSocketTestCase)" in unittest_example()
 
 
+def readme_files() -> dict[str, str]:
+    """The README's view (its first block) and its test (the second), mounted as the page's."""
+    view, test = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)[:2]
+    urls = page_files()["chat/urls.py"]
+    return {"chat/views.py": view, "chat/urls.py": urls, "chat/tests/test_readme.py": test}
+
+
 def test_the_first_websocket_test_passes_as_written(tmp_path):
-    files = {
-        **page_files(),
-        "chat/tests/test_unittest_style.py": unittest_example(),
-        "chat/__init__.py": "",
-        "chat/tests/__init__.py": "",
-        "docs_settings.py": SETTINGS,
-    }
+    files = {**page_files(), "chat/tests/test_unittest_style.py": unittest_example()}
+    run_project(tmp_path, files, expected=4)
+
+
+def test_the_readmes_test_passes_as_written(tmp_path):
+    run_project(tmp_path, readme_files(), expected=1)
+
+
+def run_project(tmp_path: Path, files: dict[str, str], expected: int) -> None:
+    files = {**files, "chat/__init__.py": "", "chat/tests/__init__.py": ""}
+    files["docs_settings.py"] = SETTINGS
     for relative, text in files.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
@@ -89,4 +101,4 @@ def test_the_first_websocket_test_passes_as_written(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "4 passed" in result.stdout, result.stdout[-2000:]
+    assert f"{expected} passed" in result.stdout, result.stdout[-2000:]
