@@ -3,9 +3,11 @@ a project would: through the pytest fixtures, against a real view and database."
 
 from __future__ import annotations
 
+import io
 from unittest.mock import Mock, patch
 
 import pytest
+from botocore.exceptions import ClientError
 
 from django_aws_api_gateway_websockets.models import WebSocketSession, WebSocketToken
 from django_aws_api_gateway_websockets.testing import (
@@ -97,6 +99,34 @@ class TestConnect:
         assert "Event handled" not in shown and '"_aws"' not in shown
         assert "WebSocket connect rejected (401)" in shown
 
+    def test_logout_and_connect_again_anonymously(self, websocket_client, alice):
+        websocket_client.force_login(alice)
+        assert websocket_client.connect().status_code == 200
+        with pytest.raises(RuntimeError, match="already connected"):
+            websocket_client.connect()
+        websocket_client.disconnect()
+
+        websocket_client.logout()
+        assert websocket_client.connect().status_code == 401
+
+    def test_a_client_without_origin_is_not_a_browser(self, api_gateway, alice, settings):
+        ws = WebSocketClient(api_gateway, origin=None)
+        ws.force_login(alice)
+        assert ws.connect().status_code == 200
+        ws.disconnect()
+
+        settings.WEBSOCKETS = {"require_origin": True}
+        assert ws.connect().json() == {"error": "Origin required"}
+
+    def test_as_a_context_manager_it_disconnects(self, api_gateway, alice, keep_test_connection):
+        with WebSocketClient(api_gateway) as ws:
+            ws.force_login(alice)
+            ws.connect()
+            session = WebSocketSession.objects.get()
+            assert session.connected is True
+        session.refresh_from_db()
+        assert (ws.connected, session.connected) == (False, False)
+
 
 class TestMessages:
     def test_send_returns_the_handlers_response(self, websocket_client, alice):
@@ -113,6 +143,25 @@ class TestMessages:
         WebSocketSession.objects.update(connected=False)
 
         assert websocket_client.send({"action": "whoami"}).status_code == 403
+
+    def test_a_plain_print_is_shown_and_kept(self, websocket_client, alice, capsys):
+        websocket_client.force_login(alice)
+        websocket_client.connect()
+        capsys.readouterr()
+
+        response = websocket_client.send({"action": "shout"})
+
+        assert "a plain print from the view" in response.logs
+        assert "a plain print from the view" in capsys.readouterr().out
+
+    def test_without_a_gateway_record_the_route_is_default(self, websocket_client, alice):
+        from django_aws_api_gateway_websockets.models import ApiGateway
+
+        websocket_client.force_login(alice)
+        websocket_client.connect()
+        ApiGateway.objects.all().delete()  # its sessions go with it
+
+        assert websocket_client.send({"action": "whoami"}).json() == {"error": "Unknown connection"}
 
     def test_sending_before_connecting_is_a_clear_error(self, websocket_client):
         with pytest.raises(RuntimeError, match="not connected"):
@@ -221,6 +270,37 @@ class TestOutbox:
             pass
         assert (len(first), len(second)) == (1, 0)
         assert models.get_boto3_client is original
+
+    def test_the_management_api_as_a_project_calls_it(self, websocket_outbox, api_gateway):
+        from django_aws_api_gateway_websockets import models
+
+        connections = models.get_boto3_client(
+            "apigatewaymanagementapi", endpoint_url="https://example.test/dev"
+        )
+        answer = connections.post_to_connection(ConnectionId="c1", Data=io.BytesIO(b"not json"))
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert connections.get_connection(ConnectionId="c1")["Identity"]["SourceIp"]
+        connections.delete_connection(ConnectionId="c1")
+
+        for call in (connections.get_connection, connections.delete_connection):
+            with pytest.raises(ClientError) as gone:
+                call(ConnectionId="c1")
+            assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
+        with pytest.raises(ClientError, match="GoneException"):
+            connections.post_to_connection(ConnectionId="c1", Data="again")
+        assert [(m.data, m.delivered) for m in websocket_outbox] == [
+            ("not json", True),
+            ("again", False),
+        ]
+        assert websocket_outbox[0].endpoint_url == "https://example.test/dev"
+
+    def test_other_services_are_not_captured(self, websocket_outbox):
+        from django_aws_api_gateway_websockets import models
+
+        other = Mock()
+        with patch.object(models.aws, "new_client", return_value=other) as new_client:
+            assert models.get_boto3_client("apigatewayv2") is other
+        new_client.assert_called_once_with("apigatewayv2")
 
     def test_received_without_an_outbox_says_what_to_do(self, api_gateway):
         with pytest.raises(RuntimeError, match="websocket_outbox"):

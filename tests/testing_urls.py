@@ -18,6 +18,10 @@ class RoomView(WebSocketView):
         report = room.send_message({"said": self.body.get("text"), "by": request.user.username})
         return JsonResponse({"delivered": report.delivered, "gone": report.gone})
 
+    def shout(self, request, *args, **kwargs):
+        print("a plain print from the view")
+        return JsonResponse({"shouted": True})
+
     def whoami(self, request, *args, **kwargs):
         return JsonResponse({"user": request.user.get_username()})
 
