@@ -2,15 +2,14 @@
 runs events through the Lambda handler, and an outbox of what was sent to each connection.
 
 pytest users get the fixtures from the installed plugin (``websocket_client``,
-``websocket_outbox``, ``api_gateway``, ``websocket_session``); unittest users mix in
-``WebSocketTestMixin`` (``testing.cases``, imported on first use: it needs Django's settings).
+``websocket_outbox``, ``api_gateway``, ``websocket_session``); unittest users subclass
+``WebSocketTestCase`` or mix in ``WebSocketTestMixin``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .client import WebSocketClient, WebSocketResponse
 from .headers import api_gateway_connect_headers, api_gateway_headers
 from .outbox import Outbox, SentMessage, capture_sends, current_outbox
 from .records import create_api_gateway, create_websocket_session
@@ -31,10 +30,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # django.test needs configured settings; the rest of this package does not.
-    if name in ("WebSocketTestCase", "WebSocketTestMixin"):
-        from . import cases
+# Imported on first use: django.test needs configured settings, and the client brings in the
+# local gateway's modules (~60 ms), which the pytest plugin must not cost every test run.
+_LAZY = {
+    "WebSocketClient": "client",
+    "WebSocketResponse": "client",
+    "WebSocketTestCase": "cases",
+    "WebSocketTestMixin": "cases",
+}
 
-        return getattr(cases, name)
-    raise AttributeError(name)
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
