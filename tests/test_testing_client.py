@@ -4,6 +4,7 @@ a project would: through the pytest fixtures, against a real view and database."
 from __future__ import annotations
 
 import io
+import logging
 from unittest.mock import Mock, patch
 
 import pytest
@@ -305,3 +306,18 @@ class TestOutbox:
     def test_received_without_an_outbox_says_what_to_do(self, api_gateway):
         with pytest.raises(RuntimeError, match="websocket_outbox"):
             WebSocketClient(api_gateway).received  # noqa: B018
+
+
+def test_the_handler_leaves_a_set_up_processs_logging_alone(
+    settings, api_gateway, websocket_outbox
+):
+    # LOGGING without disable_existing_loggers: dictConfig's default (True) would silence
+    # every logger that exists, were the handler to set Django up a second time.
+    settings.LOGGING = {"version": 1, "root": {"level": "WARNING"}}
+    made_after_setup = logging.getLogger("tests.made_after_setup")
+
+    WebSocketClient(
+        api_gateway, websocket_path="/a-path-no-handler-was-built-for/{route}"
+    ).connect()
+
+    assert made_after_setup.disabled is False

@@ -62,11 +62,16 @@ def make_lambda_handler(
 
 def _build_handler(websocket_path: str | None) -> LambdaHandler:
     import django
+    from django.apps import apps
 
-    django.setup(set_prefix=False)
+    # On Lambda nothing has set Django up yet. In a process that has (the test client, a
+    # management command), setting up again (as get_wsgi_application does) would only re-run
+    # LOGGING, whose default disable_existing_loggers=True silences every logger made since.
+    if not apps.ready:
+        django.setup(set_prefix=False)
     import apig_wsgi
+    from django.core.handlers.wsgi import WSGIHandler
     from django.core.signals import request_started
-    from django.core.wsgi import get_wsgi_application
 
     from ..conf import websocket_setting
     from .misconfiguration import (
@@ -82,7 +87,7 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
 
     path_template = websocket_path or websocket_setting("websocket_path")
     wsgi_handler = apig_wsgi.make_lambda_handler(
-        with_stage_script_name(trim_header_values(get_wsgi_application())), binary_support=True
+        with_stage_script_name(trim_header_values(WSGIHandler())), binary_support=True
     )
     logger = get_logger()
     cold_start = [True]
