@@ -30,7 +30,6 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "chat.urls"
 USE_TZ = True
-AWS_GATEWAY_REGION_NAME = "eu-west-1"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 """
 
