@@ -55,7 +55,8 @@ def lambda_handler(websocket_path: str) -> Any:
     key = (websocket_path, tuple(settings.MIDDLEWARE))
     handler = _handlers.get(key)
     if handler is None:
-        module = os.environ.get("DJANGO_SETTINGS_MODULE") or "project.settings"
+        # Django is set up already (the handler leaves it be): only name what is running.
+        module = settings.SETTINGS_MODULE or os.environ.get("DJANGO_SETTINGS_MODULE", "")
         handler = _handlers[key] = make_lambda_handler(module, websocket_path=websocket_path)
     return handler
 
