@@ -229,7 +229,10 @@ def test_notes_and_settings_agree_on_the_connections_permission():
     assert statement["Resource"].endswith("/POST/@connections/*")
     assert f"`{statement['Resource']}`" in NOTES
     library = ROOT / "django_aws_api_gateway_websockets"
-    calls = "".join(path.read_text() for path in library.rglob("*.py"))
+    # testing/ answers these calls for a project's own code (its outbox stands in for AWS).
+    calls = "".join(
+        path.read_text() for path in library.rglob("*.py") if "testing" not in path.parts
+    )
     # The library calls only POST on @connections: nothing to grant for GET or DELETE.
     assert "post_to_connection" in calls
     assert "get_connection(" not in calls and "delete_connection(" not in calls
