@@ -40,6 +40,15 @@ def client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
     return _patch_point().get_boto3_client(service, **kwargs)
 
 
+def factory_is_default() -> bool:
+    """True while ``models.get_boto3_client`` is the library's own (not patched or replaced)."""
+    factory = _patch_point().get_boto3_client
+    return (
+        getattr(factory, "__module__", None) == f"{__package__}.models"
+        and getattr(factory, "__qualname__", None) == "get_boto3_client"
+    )
+
+
 def region() -> str:
     """``models.get_region_name()``, looked up now."""
     return _patch_point().get_region_name()

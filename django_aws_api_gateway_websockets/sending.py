@@ -24,7 +24,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from . import aws
 from .conf import websocket_setting
-from .connections_http import FanOut, Signer, Target, target_for
+from .connections_http import FanOut, Signer, Target, address_for, shared_transport, target_for
 from .fanout_dispatch import fanout_function, queue_batches
 from .send_policy import THROTTLING_CODES, Backoff, Outcome, classify
 from .signals import messages_sent
@@ -159,6 +159,7 @@ class _Broadcast:
         self.report = report
         self.concurrency = max(1, int(websocket_setting("send_concurrency")))
         self.use_http = websocket_setting("fanout_transport") != "boto3"
+        self.http_slots = max(self.concurrency, int(websocket_setting("http_concurrency")))
         self.backoff = Backoff.from_settings()
         self.clients: dict[str, Any] = {}
         self.targets: dict[str, tuple[Target, Signer] | None] = {}
@@ -204,6 +205,8 @@ class _Broadcast:
             return
         client = self.clients.get(endpoint)
         if client is None:
+            if self.use_http:
+                self._preconnect(endpoint)
             client = self.clients[endpoint] = aws.management_client(endpoint)
             target = target_for(client) if self.use_http else None
             self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
@@ -211,7 +214,7 @@ class _Broadcast:
         if http is not None:
             if self.fan_out is None:
                 self.fan_out = FanOut(
-                    concurrency=max(self.concurrency, int(websocket_setting("http_concurrency"))),
+                    concurrency=self.http_slots,
                     max_retries=self.backoff.max_retries,
                     base_delay=self.backoff.base_delay,
                     on_result=lambda cid, outcome: self.http_outcomes.append((cid, outcome)),
@@ -228,6 +231,18 @@ class _Broadcast:
         if len(self.in_flight) >= self.concurrency * 4:
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             self._collect(done)
+
+    def _preconnect(self, endpoint: str) -> None:
+        """Start the first connection's handshake (and DNS lookup) while the client is built.
+
+        Only with the library's own client factory: a patched ``get_boto3_client`` (the
+        testing guide's mocks) decides where sends go, so nothing is opened before it answers.
+        """
+        if not aws.factory_is_default():
+            return
+        address = address_for(endpoint)
+        if address is not None:
+            shared_transport().preconnect(address, self.http_slots)
 
     def finish(self) -> None:
         """Wait for every post already handed to a transport, count it, and stop the worker

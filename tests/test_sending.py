@@ -1172,3 +1172,57 @@ def test_a_queryset_send_through_a_dropping_server_never_raises_nor_sends_twice(
     assert set(report.gone_connection_ids) <= set(gone)
     # Sessions answered 410 are marked; a dropped post leaves its session as it was.
     assert connected_ids() == set(alive + gone) - set(report.gone_connection_ids)
+
+
+def test_a_first_send_opens_its_connection_while_the_client_is_built(local_gateway, monkeypatch):
+    """A fresh process spends ~45 ms building its botocore client; the first connection's
+    handshake runs meanwhile, so the first send costs about the slower of the two, not both."""
+    from django_aws_api_gateway_websockets import aws, connections_http
+    from tests.wire_servers import WireServer
+
+    server = WireServer(stage="early")
+    built_at: list[float] = []
+    real_new_client = aws.new_client
+
+    def slow_new_client(*args, **kwargs):
+        time.sleep(0.2)  # what a fresh process's first client costs, magnified
+        made = real_new_client(*args, **kwargs)
+        built_at.append(time.monotonic())
+        return made
+
+    monkeypatch.setattr(aws, "new_client", slow_new_client)
+    monkeypatch.setattr(aws, "_MANAGEMENT_CLIENTS", {})
+    connections_http.close_shared_transport()
+    try:
+        gateway = ApiGateway.objects.create(
+            api_name="E", api_id="early01", management_endpoint_url=server.url
+        )
+        make_sessions(gateway, "first")
+        report = WebSocketSession.objects.filter(api_gateway=gateway).send_message({"t": 1})
+    finally:
+        server.close()
+
+    assert (report.delivered, report.failed) == (1, 0)
+    assert server.requests == {"first": 1}
+    assert server.connections == 1  # the early connection carried the post
+    assert server.accepted_at[0] < built_at[0]
+
+
+def test_a_patched_factory_is_asked_before_anything_is_opened(fake_aws, gateway_a):
+    """The testing guide's mocks decide where sends go: no connection is opened ahead."""
+    from tests.wire_servers import WireServer
+
+    server = WireServer(stage="mocked")
+    try:
+        gateway = ApiGateway.objects.create(
+            api_name="M", api_id="mocked01", management_endpoint_url=server.url
+        )
+        make_sessions(gateway, "m1", "m2")
+        report = WebSocketSession.objects.filter(api_gateway=gateway).send_message({"t": 1})
+        time.sleep(0.05)  # an early open would have been accepted by now
+    finally:
+        server.close()
+
+    assert report.delivered == 2
+    assert fake_aws.posted_ids() == ["m1", "m2"]
+    assert server.connections == 0
