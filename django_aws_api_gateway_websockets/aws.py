@@ -161,6 +161,14 @@ def management_client(endpoint_url: str) -> Any:
     return made
 
 
+def forget_clients() -> None:
+    """Drop every kept Session and client (and the credentials they resolved): before a
+    SnapStart snapshot, so that no restored copy shares them. The next use builds new ones."""
+    with _SESSIONS_LOCK:
+        _SESSIONS.clear()
+        _MANAGEMENT_CLIENTS.clear()
+
+
 def _credential_settings() -> tuple[Any, ...]:
     """The settings credentials are built from: a change means a new client."""
     names = ("AWS_IAM_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -579,10 +579,12 @@ def shared_transport() -> Transport:
 
 
 def close_shared_transport() -> None:
-    """Close this process's pools and stop its loop (tests; a process that stops sending)."""
+    """Close this process's pools, stop its loop and forget the signing keys derived from
+    credentials (a SnapStart snapshot; tests; a process that stops sending)."""
     global _TRANSPORT
     with _TRANSPORT_LOCK:
         transport, _TRANSPORT = _TRANSPORT, None
+        _SIGNING_KEYS.clear()
     if transport is not None and transport.pid == os.getpid():
         transport.close()
 

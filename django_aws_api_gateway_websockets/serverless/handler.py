@@ -57,6 +57,10 @@ def make_lambda_handler(
         gc.freeze()
         if collecting:
             gc.enable()
+    # With SnapStart, the init just done is snapshotted: nothing live may go into it.
+    from .snapstart import register_hooks
+
+    register_hooks()
     return handler
 
 

@@ -1,0 +1,71 @@
+"""Lambda SnapStart: what must not be in a snapshot, and what a restored copy renews.
+
+With SnapStart, Lambda runs the init phase once when a version is published, snapshots the
+memory of the process and starts every cold execution environment from a copy of it. Anything
+live at that moment would be shared by all the copies: database connections, the boto3
+clients (and the credentials they resolved), the keep-alive connections and event loop of the
+fan-out, cached signing keys, and ``random``'s state (every copy would draw the same retry
+jitter). ``before_snapshot`` drops all of it; ``after_restore`` reseeds ``random``. Everything
+else is rebuilt lazily by its first use, as in a fresh process.
+
+The hooks are registered through ``snapshot_restore_py`` (part of Lambda's Python runtimes)
+when it can be imported; Lambda's runtime runs them only when SnapStart is on, so they cost
+nothing elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import sys
+
+logger = logging.getLogger(__name__)
+
+# Code worth having in the snapshot: the first send after a restore then skips importing it.
+# Only modules: nothing here opens a connection or resolves credentials.
+PRELOADED_MODULES = (
+    "django_aws_api_gateway_websockets.sending",
+    "boto3",
+    "botocore.client",
+)
+
+_registered = False
+
+
+def before_snapshot() -> None:
+    """Close and forget everything a restored copy must not share, and preload code."""
+    from django.db import connections
+
+    connections.close_all()
+    aws = sys.modules.get("django_aws_api_gateway_websockets.aws")
+    if aws is not None:
+        aws.forget_clients()
+    transport = sys.modules.get("django_aws_api_gateway_websockets.connections_http")
+    if transport is not None:
+        transport.close_shared_transport()
+    for name in PRELOADED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # boto3 is the runtime's; a package may run without it
+            logger.debug("Not preloaded before the snapshot: %s", name)
+
+
+def after_restore() -> None:
+    """Give this copy its own random state (``secrets`` and ``uuid`` read the OS and need none)."""
+    random.seed()
+
+
+def register_hooks() -> bool:
+    """Register the hooks with ``snapshot_restore_py``, once; False when it is not installed."""
+    global _registered
+    if _registered:
+        return True
+    try:
+        from snapshot_restore_py import register_after_restore, register_before_snapshot
+    except ImportError:
+        return False
+    register_before_snapshot(before_snapshot)
+    register_after_restore(after_restore)
+    _registered = True
+    return True
