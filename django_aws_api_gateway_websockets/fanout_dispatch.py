@@ -22,10 +22,18 @@ MAX_EVENT_BYTES = 250_000
 
 
 def fanout_function() -> str:
-    """The function that takes extra batches: the setting, else the running Lambda itself."""
-    return str(websocket_setting("fanout_function_name") or "") or os.environ.get(
-        "AWS_LAMBDA_FUNCTION_NAME", ""
-    )
+    """The function that takes extra batches: the setting, else the running Lambda itself.
+
+    Itself means the same version: a published one (SnapStart, an alias) is named with its
+    number, so the batches run the same code and restore from the same snapshot, never
+    ``$LATEST``.
+    """
+    configured = str(websocket_setting("fanout_function_name") or "")
+    if configured:
+        return configured
+    name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
+    version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    return f"{name}:{version}" if name and version != "$LATEST" else name
 
 
 def batches(connection_ids: list[str], size: int, payload_text: str) -> Iterator[list[str]]:

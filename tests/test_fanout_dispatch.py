@@ -76,9 +76,22 @@ def test_off_by_default_and_outside_lambda(settings, clients, sessions, monkeypa
 def test_the_running_function_is_the_default_target(settings, clients, sessions, monkeypatch):
     management, lambda_ = clients
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-dev")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
     settings.WEBSOCKETS = {"fanout_invocation_batch": 5}
     WebSocketSession.objects.all().send_message({"type": "x"})
     assert lambda_.invoke.call_args.kwargs["FunctionName"] == "serverless-websockets-dev"
+
+
+def test_a_published_version_hands_its_batches_to_the_same_version(
+    settings, clients, sessions, monkeypatch
+):
+    """A SnapStart alias runs a published version: the batches must not land on $LATEST."""
+    management, lambda_ = clients
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-production")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "17")
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 5}
+    WebSocketSession.objects.all().send_message({"type": "x"})
+    assert lambda_.invoke.call_args.kwargs["FunctionName"] == "serverless-websockets-production:17"
 
 
 def test_batches_respect_the_async_payload_limit():
