@@ -154,6 +154,16 @@ def test_create_api_gateway_command_on_created_gateway_fails(api_gateway):
 
 
 @pytest.mark.django_db
+def test_create_custom_domain_command_on_created_domain_fails(api_gateway):
+    api_gateway.domain_name = "ws.example.com"
+    api_gateway.custom_domain_created = True
+    api_gateway.save()
+    with patch(PATCH_TARGET) as get_client, pytest.raises(CommandError, match="already created"):
+        run("createCustomDomain", pk=api_gateway.pk)
+    get_client.assert_not_called()
+
+
+@pytest.mark.django_db
 def test_create_api_gateway_command_with_missing_profile_is_a_command_error(settings):
     settings.AWS_GATEWAY_REGION_NAME = REGION
     settings.AWS_IAM_PROFILE = "no-such-profile-anywhere"

@@ -638,15 +638,85 @@ def test_resume_creates_a_missing_stage_but_surfaces_other_stage_errors(settings
 
 
 @pytest.mark.django_db
-def test_created_gateway_is_not_created_again(settings):
+def test_created_gateway_is_a_logged_no_op_without_aws(settings, caplog):
+    """As in the original package: a second create_gateway() returns None and calls nothing."""
     settings.AWS_GATEWAY_REGION_NAME = REGION
-    gateway = http_gateway(api_id="api123", api_created=True)
+    gateway = http_gateway(api_id="api123", api_created=True, deployment_id="dep-1")
+    caplog.set_level("INFO", logger="django_aws_api_gateway_websockets.provisioning")
+
+    with patch(PATCH_TARGET) as get_client:
+        assert gateway.create_gateway() is None
+
+    get_client.assert_not_called()
+    [record] = [r for r in caplog.records if r.name.endswith(".provisioning")]
+    assert record.levelname == "INFO"
+    assert "Chat" in record.getMessage() and "already created" in record.getMessage()
+    gateway.refresh_from_db()
+    assert (gateway.api_id, gateway.deployment_id, gateway.api_created) == (
+        "api123",
+        "dep-1",
+        True,
+    )
+
+
+def without_region(settings: Any) -> None:
+    """A project that configured no region at all (the testing guide's test settings)."""
+    for name in ("AWS_GATEWAY_REGION_NAME", "AWS_REGION_NAME"):
+        if hasattr(settings, name):
+            delattr(settings, name)
+
+
+@pytest.mark.django_db
+def test_testing_guide_gateway_creation_strategy_needs_no_region(settings):
+    """The testing guide's "Testing API Gateway creation" strategy, step by step, in a project
+    with no region setting: an HTTP integration never needs one."""
+    without_region(settings)
+    # create an ApiGateway record;
+    api_gateway = ApiGateway.objects.create(
+        api_name="Test API", target_base_endpoint="https://example.com/ws/"
+    )
+    # mock get_boto3_client;
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client") as get_client:
+        client = get_client.return_value
+        # configure mocked responses for API creation, routes, stages, and deployment;
+        client.create_api.return_value = {
+            "ApiId": "abc123",
+            "ApiEndpoint": "wss://abc123.execute-api.eu-west-2.amazonaws.com",
+        }
+        client.create_integration.return_value = {"IntegrationId": "int-1"}
+        client.create_route.return_value = {"RouteId": "route-1"}
+        client.create_stage.return_value = {"StageName": "production"}
+        client.create_deployment.return_value = {"DeploymentId": "dep-1"}
+        # call api_gateway.create_gateway();
+        api_gateway.create_gateway()
+
+    # assert the record is updated.
+    api_gateway.refresh_from_db()
+    assert api_gateway.api_created is True
+    assert api_gateway.api_id == "abc123"
+    assert api_gateway.api_endpoint == "wss://abc123.execute-api.eu-west-2.amazonaws.com"
+    assert api_gateway.deployment_id == "dep-1"
+    assert client.create_api.called
+    assert client.create_route.call_count == 3
+    assert client.create_stage.called
+    assert client.create_deployment.called
+
+
+@pytest.mark.django_db
+def test_lambda_integration_without_region_says_which_setting_is_missing(settings):
+    """The Lambda integration URI and invoke permission do need the region: a clear error,
+    and the record stays resumable."""
+    without_region(settings)
+    function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ws"
+    gateway = http_gateway(target_base_endpoint="", lambda_function_arn=function_arn)
+
     with (
-        patch(PATCH_TARGET) as get_client,
-        pytest.raises(GatewayProvisioningError, match="already created"),
+        patch(PATCH_TARGET, return_value=mock_apigw_client()),
+        pytest.raises(GatewayProvisioningError, match="AWS_GATEWAY_REGION_NAME"),
     ):
         gateway.create_gateway()
-    get_client.assert_not_called()
+    gateway.refresh_from_db()
+    assert (gateway.api_id, gateway.api_created) == ("api123", False)
 
 
 @pytest.mark.django_db
@@ -818,6 +888,43 @@ def test_custom_domain_before_gateway_is_created_fails_clearly(settings):
     get_client.assert_not_called()
     gateway.refresh_from_db()
     assert gateway.custom_domain_created is False
+
+
+@pytest.mark.django_db
+def test_created_custom_domain_is_a_logged_no_op_without_aws(api_gateway, caplog):
+    api_gateway.domain_name = "ws.example.com"
+    api_gateway.certificate_arn = CERTIFICATE_ARN
+    api_gateway.api_mapping_id = "map-1"
+    api_gateway.custom_domain_created = True
+    api_gateway.save()
+    caplog.set_level("INFO", logger="django_aws_api_gateway_websockets.provisioning")
+
+    with patch(PATCH_TARGET) as get_client:
+        assert api_gateway.create_custom_domain() is None
+
+    get_client.assert_not_called()
+    [record] = [r for r in caplog.records if r.name.endswith(".provisioning")]
+    assert "ws.example.com" in record.getMessage()
+    assert "already created" in record.getMessage()
+    assert ApiGateway.objects.get(pk=api_gateway.pk).api_mapping_id == "map-1"
+
+
+@pytest.mark.django_db
+def test_unready_records_raise_value_error_as_the_original_did(api_gateway):
+    """Code written against the original catches ValueError for these preconditions."""
+    not_created = http_gateway(domain_name="ws.example.com", certificate_arn=CERTIFICATE_ARN)
+    no_certificate = api_gateway
+    no_certificate.domain_name = "ws.example.com"
+    no_target = ApiGateway.objects.create(api_name="No target")
+
+    with patch(PATCH_TARGET) as get_client:
+        with pytest.raises(ValueError, match="before its custom domain"):
+            not_created.create_custom_domain()
+        with pytest.raises(ValueError, match="certificate_arn"):
+            no_certificate.create_custom_domain()
+        with pytest.raises(ValueError, match="target_base_endpoint"):
+            no_target.create_gateway()
+    get_client.assert_not_called()
 
 
 @pytest.mark.django_db
