@@ -33,19 +33,62 @@ def _run_for_each(
     request: HttpRequest,
     queryset: QuerySet[ApiGateway],
     operation: Callable[[ApiGateway], None],
-    done: str,
+    already_done: Callable[[ApiGateway], bool],
+    what: str,
 ) -> None:
-    """Run ``operation`` on each gateway and report each real success or failure."""
+    """Run ``operation`` on each gateway and report each real success or failure; a row
+    already done is reported as such (the operation would do nothing)."""
     for gateway in queryset:
+        if already_done(gateway):
+            modeladmin.message_user(
+                request,
+                f"{gateway.api_name}: {what} already created; nothing to do.",
+                messages.INFO,
+            )
+            continue
         try:
             operation(gateway)
         except GatewayProvisioningError as error:
             modeladmin.message_user(request, str(error), level=messages.ERROR)
         else:
-            modeladmin.message_user(request, f"{gateway.api_name}: {done}", messages.SUCCESS)
+            modeladmin.message_user(
+                request, f"{gateway.api_name}: {what} created.", messages.SUCCESS
+            )
 
 
-class AdditionalRouteInline(admin.TabularInline):
+# Module-level actions with the original package's names and labels: the changelist's
+# ``action`` value is the function name, so forms and tests written for it keep working.
+@admin.action(description="Create API Gateway")
+def create_api_gateway(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ApiGateway]
+) -> None:
+    _run_for_each(
+        modeladmin,
+        request,
+        queryset,
+        ApiGateway.create_gateway,
+        lambda gateway: gateway.api_created,
+        "API Gateway",
+    )
+
+
+@admin.action(description="Create Custom Domain")
+def create_custom_domain(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ApiGateway]
+) -> None:
+    _run_for_each(
+        modeladmin,
+        request,
+        queryset,
+        ApiGateway.create_custom_domain,
+        lambda gateway: gateway.custom_domain_created,
+        "custom domain",
+    )
+
+
+class ApiGatewayAdditionalRouteInline(admin.TabularInline):
+    """The gateway's additional routes, edited on the gateway's page."""
+
     model = ApiGatewayAdditionalRoute
     extra = 0
     fields = ("name", "route_key", "integration_url", "deployed")
@@ -75,8 +118,8 @@ class ApiGatewayAdmin(admin.ModelAdmin):
         "created_on",
         "updated_on",
     )
-    actions = ("create_gateway_action", "create_custom_domain_action", "sync_action")
-    inlines = (AdditionalRouteInline,)
+    actions = (create_api_gateway, create_custom_domain, "sync_action")
+    inlines = (ApiGatewayAdditionalRouteInline,)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         try:
@@ -85,10 +128,6 @@ class ApiGatewayAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"Routes saved, but not created in AWS: {error}", level=messages.ERROR
             )
-
-    @admin.action(description="Create the API Gateway in AWS")
-    def create_gateway_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
-        _run_for_each(self, request, queryset, ApiGateway.create_gateway, "API Gateway created.")
 
     @admin.action(description="Sync routes and integrations with AWS (and redeploy)")
     def sync_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
@@ -111,14 +150,6 @@ class ApiGatewayAdmin(admin.ModelAdmin):
                 "'Sync routes and integrations with AWS' to apply the change.",
                 messages.WARNING,
             )
-
-    @admin.action(description="Create the custom domain in AWS")
-    def create_custom_domain_action(
-        self, request: HttpRequest, queryset: QuerySet[ApiGateway]
-    ) -> None:
-        _run_for_each(
-            self, request, queryset, ApiGateway.create_custom_domain, "custom domain created."
-        )
 
 
 @admin.register(ApiGatewayAdditionalRoute)
