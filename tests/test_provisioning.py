@@ -987,6 +987,121 @@ def test_custom_domain_mapping_failure_then_resume(api_gateway):
 
 
 # ---------------------------------------------------------------------------------------------
+# Names AWS is sent: validated by ApiGateway.clean(), so they fail on their field, not in AWS
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["Chat", "chat-prod_2", "Support desk", "chat.example.com v2", "7", "x" * 128]
+)
+def test_api_names_aws_accepts_pass_clean(name):
+    ApiGateway(api_name=name).clean()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        " leading space",
+        "trailing ",
+        "-dash first",
+        "chat/prod",
+        "chat<script>",
+        "naïve",
+        "tab\tname",
+        "x" * 129,
+    ],
+)
+def test_bad_api_names_fail_clean_on_the_field(name):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(api_name=name).clean()
+    assert set(excinfo.value.message_dict) == {"api_name"}
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "ws.example.com",
+        "WS.Example.COM",
+        "a.b.c.example.co.uk",
+        "*.example.com",
+        "x1-y.io",
+        f"{'a' * 63}.example.com",
+    ],
+)
+def test_domain_names_aws_accepts_pass_clean(domain):
+    ApiGateway(api_name="Chat", domain_name=domain).clean()
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "https://ws.example.com",
+        "ws.example.com/",
+        "ws.example.com:443",
+        "localhost",
+        "-ws.example.com",
+        "ws-.example.com",
+        "ws..example.com",
+        "ws.example.com.",
+        "ws_1.example.com",
+        "192.168.0.1",
+        "ws.*.example.com",
+        "ws example.com",
+        f"{'a' * 64}.example.com",
+        ".".join(["abcdefghi"] * 26),
+    ],
+)
+def test_bad_domain_names_fail_clean_on_the_field(domain):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(api_name="Chat", domain_name=domain).clean()
+    assert set(excinfo.value.message_dict) == {"domain_name"}
+
+
+@pytest.mark.parametrize("stage", ["", "prod stage", "v1.2", "$default", "x" * 129])
+def test_bad_stage_names_fail_clean_on_the_field(stage):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(api_name="Chat", stage_name=stage).clean()
+    assert set(excinfo.value.message_dict) == {"stage_name"}
+
+
+@pytest.mark.django_db
+def test_full_clean_reports_every_bad_name_at_once_and_the_admin_shows_it(admin_client):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(
+            api_name="chat!", domain_name="not a domain", target_base_endpoint="https://x/"
+        ).full_clean()
+    assert set(excinfo.value.message_dict) == {"api_name", "domain_name"}
+
+    response = admin_client.post(
+        "/admin/django_aws_api_gateway_websockets/apigateway/add/",
+        {
+            "api_name": "chat!",
+            "domain_name": "https://ws.example.com",
+            "default_channel_name": "default",
+            "api_key_selection_expression": "$request.header.x-api-key",
+            "route_selection_expression": "$request.body.action",
+            "route_key": "$default",
+            "stage_name": "production",
+            "tags": "{}",
+            "additional_routes-TOTAL_FORMS": "0",
+            "additional_routes-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the errors on their fields
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"api_name", "domain_name"}
+    assert "no scheme" in errors["domain_name"][0]
+    assert not ApiGateway.objects.exists()
+
+
+def test_route_str_needs_no_gateway():
+    route = ApiGatewayAdditionalRoute(name="Chat messages", route_key="chat_message")
+    assert str(route) == "Chat messages"
+    assert str(ApiGatewayAdditionalRoute(route_key="chat_message")) == "chat_message"
+
+
+# ---------------------------------------------------------------------------------------------
 # URL validation, region and client helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -997,9 +1112,8 @@ def test_custom_domain_mapping_failure_then_resume(api_gateway):
     ["https://testserver/ws/", "http://localhost:8000/ws/", "https://example.com/ws", "https://x"],
 )
 def test_endpoint_urls_with_any_host_pass_full_clean(url):
-    gateway = ApiGateway(
-        api_name=f"ok {url}", target_base_endpoint=url, management_endpoint_url=url
-    )
+    name = f"ok {url.split('://')[1].replace('/', ' ').replace(':', ' ')}".rstrip()
+    gateway = ApiGateway(api_name=name, target_base_endpoint=url, management_endpoint_url=url)
     gateway.full_clean()
     gateway.save()
     route = ApiGatewayAdditionalRoute(
