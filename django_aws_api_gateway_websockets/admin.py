@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -29,44 +29,41 @@ def user_lookup() -> str:
 
 
 def _run_for_each(
-    modeladmin: admin.ModelAdmin,
     request: HttpRequest,
-    queryset: QuerySet[ApiGateway],
+    queryset: Iterable[ApiGateway],
     operation: Callable[[ApiGateway], None],
     already_done: Callable[[ApiGateway], bool],
     what: str,
 ) -> None:
     """Run ``operation`` on each gateway and report each real success or failure; a row
-    already done is reported as such (the operation would do nothing)."""
+    already done is reported as such (the operation would do nothing).
+
+    Messages go through ``django.contrib.messages`` directly, not the ModelAdmin: the
+    original's actions could be called as plain functions (``modeladmin`` None).
+    """
     for gateway in queryset:
         if already_done(gateway):
-            modeladmin.message_user(
-                request,
-                f"{gateway.api_name}: {what} already created; nothing to do.",
-                messages.INFO,
-            )
+            text = f"{gateway.api_name}: {what} already created; nothing to do."
+            messages.add_message(request, messages.INFO, text)
             continue
         try:
             operation(gateway)
         except GatewayProvisioningError as error:
-            modeladmin.message_user(request, str(error), level=messages.ERROR)
+            messages.add_message(request, messages.ERROR, str(error))
         else:
-            modeladmin.message_user(
-                request, f"{gateway.api_name}: {what} created.", messages.SUCCESS
-            )
+            messages.add_message(request, messages.SUCCESS, f"{gateway.api_name}: {what} created.")
 
 
 # Module-level actions with the original package's names and labels: the changelist's
 # ``action`` value is the function name, so forms and tests written for it keep working.
 @admin.action(description="Create API Gateway")
 def create_api_gateway(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ApiGateway]
+    modeladmin: admin.ModelAdmin | None, request: HttpRequest, queryset: Iterable[ApiGateway]
 ) -> None:
     _run_for_each(
-        modeladmin,
         request,
         queryset,
-        ApiGateway.create_gateway,
+        lambda gateway: gateway.create_gateway(),
         lambda gateway: gateway.api_created,
         "API Gateway",
     )
@@ -74,13 +71,12 @@ def create_api_gateway(
 
 @admin.action(description="Create Custom Domain")
 def create_custom_domain(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ApiGateway]
+    modeladmin: admin.ModelAdmin | None, request: HttpRequest, queryset: Iterable[ApiGateway]
 ) -> None:
     _run_for_each(
-        modeladmin,
         request,
         queryset,
-        ApiGateway.create_custom_domain,
+        lambda gateway: gateway.create_custom_domain(),
         lambda gateway: gateway.custom_domain_created,
         "custom domain",
     )

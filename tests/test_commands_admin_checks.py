@@ -523,6 +523,30 @@ def test_actions_on_rows_already_created_report_it_and_call_nothing(admin_client
 
 
 @pytest.mark.django_db
+def test_actions_work_as_plain_functions_like_the_originals(rf, settings):
+    """The original's actions are module functions; code may call them with no ModelAdmin."""
+    from django.contrib.messages import get_messages
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    from django_aws_api_gateway_websockets.admin import create_api_gateway, create_custom_domain
+
+    settings.AWS_GATEWAY_REGION_NAME = REGION
+    request = rf.post("/admin/")
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    gateway = make_gateway()
+
+    with patch(PATCH_TARGET, return_value=mock_apigw_client()):
+        create_api_gateway(None, request, ApiGateway.objects.filter(pk=gateway.pk))
+    create_custom_domain(None, request, [])  # nothing selected: nothing said
+
+    assert [(m.level, str(m)) for m in get_messages(request)] == [
+        (messages.SUCCESS, "Chat: API Gateway created.")
+    ]
+    assert ApiGateway.objects.get(pk=gateway.pk).api_created is True
+
+
+@pytest.mark.django_db
 def test_additional_routes_are_edited_inline_on_the_gateway_page(admin_client):
     from django.contrib.admin import TabularInline
     from django.contrib.admin.sites import site
