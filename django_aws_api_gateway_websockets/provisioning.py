@@ -178,6 +178,9 @@ def create_gateway(gateway: ApiGateway) -> None:
     try:
         # Inside the try: a missing profile or region is reported like any failed step.
         client = aws.client("apigatewayv2")
+        if gateway.uses_lambda:
+            # The Lambda integration URI names the region: fail before creating anything.
+            aws.region()
         step = "create the API"
         if not resuming:
             response = client.create_api(

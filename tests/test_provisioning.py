@@ -704,19 +704,21 @@ def test_testing_guide_gateway_creation_strategy_needs_no_region(settings):
 
 @pytest.mark.django_db
 def test_lambda_integration_without_region_says_which_setting_is_missing(settings):
-    """The Lambda integration URI and invoke permission do need the region: a clear error,
-    and the record stays resumable."""
+    """The Lambda integration URI and invoke permission do need the region: a clear error
+    before anything is created."""
     without_region(settings)
     function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ws"
     gateway = http_gateway(target_base_endpoint="", lambda_function_arn=function_arn)
 
+    client = mock_apigw_client()
     with (
-        patch(PATCH_TARGET, return_value=mock_apigw_client()),
-        pytest.raises(GatewayProvisioningError, match="AWS_GATEWAY_REGION_NAME"),
+        patch(PATCH_TARGET, return_value=client),
+        pytest.raises(GatewayProvisioningError, match="connect to AWS.*AWS_GATEWAY_REGION_NAME"),
     ):
         gateway.create_gateway()
+    client.create_api.assert_not_called()  # nothing half-made in AWS
     gateway.refresh_from_db()
-    assert (gateway.api_id, gateway.api_created) == ("api123", False)
+    assert (gateway.api_id, gateway.api_created) == ("", False)
 
 
 @pytest.mark.django_db
