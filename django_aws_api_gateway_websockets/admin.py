@@ -95,6 +95,7 @@ class ApiGatewayAdditionalRouteInline(admin.TabularInline):
 class ApiGatewayAdmin(admin.ModelAdmin):
     list_display = (
         "api_name",
+        "domain_name",
         "api_id",
         "stage_name",
         "api_created",
@@ -150,8 +151,9 @@ class ApiGatewayAdmin(admin.ModelAdmin):
 
 @admin.register(ApiGatewayAdditionalRoute)
 class ApiGatewayAdditionalRouteAdmin(admin.ModelAdmin):
+    list_select_related = ("api_gateway",)
     list_display = ("route_key", "name", "api_gateway", "deployed")
-    list_filter = ("deployed",)
+    list_filter = ("deployed", "api_gateway")
     search_fields = ("name", "route_key", "api_gateway__api_name")
     readonly_fields = ("deployed",)
 

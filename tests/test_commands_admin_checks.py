@@ -330,6 +330,27 @@ def test_admin_gateway_and_route_forms_load(admin_client, populated, api_gateway
     assert admin_client.get(change).status_code == 200
 
 
+@pytest.mark.django_db
+def test_additional_routes_filter_by_gateway_and_gateways_list_their_domain(
+    admin_client, api_gateway
+):
+    """The original's admin filters routes by their gateway; keep that lookup working."""
+    other = make_gateway(api_name="Support desk", domain_name="help.example.com")
+    ours = ApiGatewayAdditionalRoute.objects.create(
+        api_gateway=api_gateway, name="Chat message", route_key="chat_message", deployed=True
+    )
+    ApiGatewayAdditionalRoute.objects.create(api_gateway=other, name="History", route_key="h")
+
+    response = admin_client.get(
+        admin_url("apigatewayadditionalroute"), {"api_gateway__id__exact": api_gateway.pk}
+    )
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [ours]
+
+    gateways = admin_client.get(admin_url("apigateway")).content.decode()
+    assert "help.example.com" in gateways
+
+
 def changelist_results(admin_client: Any, model: str, query: str) -> list[Any]:
     response = admin_client.get(admin_url(model), {"q": query})
     assert response.status_code == 200
