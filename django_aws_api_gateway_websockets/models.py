@@ -21,7 +21,7 @@ from django.db import connections, models, router, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import aws, provisioning
+from . import aws, naming, provisioning
 
 if TYPE_CHECKING:
     from .sending import SendReport
@@ -119,6 +119,19 @@ class ApiGateway(models.Model):
             self.target_base_endpoint += "/"
         super().save(*args, **kwargs)
 
+    def clean(self) -> None:
+        """The names AWS is sent must follow AWS's rules (``naming``): a bad value is an
+        error on its field here, not an AWS error halfway through ``create_gateway()``."""
+        super().clean()
+        problems = {
+            "api_name": naming.api_name_problem(self.api_name),
+            "stage_name": naming.stage_name_problem(self.stage_name),
+            "domain_name": naming.domain_name_problem(self.domain_name) if self.domain_name else "",
+        }
+        errors = {field: problem for field, problem in problems.items() if problem}
+        if errors:
+            raise ValidationError(errors)
+
     @classmethod
     def register_local(
         cls,
@@ -200,7 +213,9 @@ class ApiGatewayAdditionalRoute(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.api_gateway} {self.route_key}"
+        # The name alone, as in the original package; it needs no gateway (an unsaved inline
+        # row or a form's instance has none yet).
+        return self.name or self.route_key
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
