@@ -427,11 +427,12 @@ class ConnectionRateLimit(models.Model):
         """Check the limit and record this attempt as one step: ``(allowed, earlier_attempts,
         attempt)``; the attempt is stored as successful when allowed (mark it failed later).
 
-        On PostgreSQL the IP and user are locked first (advisory transaction locks) and the
-        count and insert are one statement, so a burst of concurrent connects never admits
-        more than ``max_attempts``. Elsewhere it is a count and an insert in a transaction:
-        exact only where transactions serialise writers (SQLite ``transaction_mode``
-        ``IMMEDIATE``).
+        On PostgreSQL the IP and, for a signed-in user, the user are locked first (advisory
+        transaction locks) and the count and insert are one statement, so a burst of
+        concurrent connects never admits more than ``max_attempts``; connects that share
+        neither an address nor a user never wait for each other. Elsewhere it is a count and
+        an insert in a transaction: exact only where transactions serialise writers (SQLite
+        ``transaction_mode`` ``IMMEDIATE``).
         """
         user_id = _user_id(user)
         since = timezone.now() - timedelta(minutes=window_minutes)
@@ -451,7 +452,12 @@ class ConnectionRateLimit(models.Model):
     ) -> tuple[bool, int, ConnectionRateLimit]:
         table = connections[alias].ops.quote_name(cls._meta.db_table)
         now = timezone.now()
-        serialize_on(alias, f"websocket-ip:{ip_address}", f"websocket-user:{user_id}")
+        # Lock what the limit counts: the address, and the user when there is one. Anonymous
+        # connects from different addresses share nothing, so they never wait on each other.
+        keys = [f"websocket-ip:{ip_address}"]
+        if user_id is not None:
+            keys.append(f"websocket-user:{user_id}")
+        serialize_on(alias, *keys)
         with connections[alias].cursor() as cursor:
             # A new statement after the locks: its snapshot sees every attempt committed by
             # whoever held them before.
