@@ -34,7 +34,9 @@ _registered = False
 
 
 def before_snapshot() -> None:
-    """Close and forget everything a restored copy must not share, and preload code."""
+    """Load what the first events would load, then close and forget everything a restored
+    copy must not share."""
+    preload()
     from django.db import connections
 
     connections.close_all()
@@ -44,10 +46,37 @@ def before_snapshot() -> None:
     transport = sys.modules.get("django_aws_api_gateway_websockets.connections_http")
     if transport is not None:
         transport.close_shared_transport()
-    for name in PRELOADED_MODULES:
+
+
+def preload() -> None:
+    """Import now what a fresh process imports during its first events (the URLconf and the
+    views and admin URLs it builds, the session, message and auth machinery, the send path),
+    so that a restored copy does not. Code only: no connection, no credentials."""
+    from django.conf import settings
+    from django.contrib.auth import get_backends
+    from django.urls import Resolver404, get_resolver
+
+    from ..conf import websocket_setting
+
+    resolver = get_resolver()
+    resolver.url_patterns  # noqa: B018 (imports ROOT_URLCONF and what it includes)
+    # Resolving compiles the patterns' regular expressions on the way (Django does it lazily).
+    for route in ("connect", "default", "disconnect"):
+        try:
+            resolver.resolve(str(websocket_setting("websocket_path")).replace("{route}", route))
+        except Resolver404:
+            logger.debug("No view at the WebSocket path for %s", route)
+    get_backends()
+    names = [*PRELOADED_MODULES, "django.db.models.sql.compiler"]
+    if getattr(settings, "SESSION_ENGINE", None):
+        names.append(settings.SESSION_ENGINE)
+    for setting in ("SESSION_SERIALIZER", "MESSAGE_STORAGE"):
+        if getattr(settings, setting, None):
+            names.append(getattr(settings, setting).rpartition(".")[0])
+    for name in names:
         try:
             importlib.import_module(name)
-        except ImportError:  # boto3 is the runtime's; a package may run without it
+        except ImportError:  # boto3 is the runtime's; a project may not use messages
             logger.debug("Not preloaded before the snapshot: %s", name)
 
 
