@@ -138,14 +138,11 @@ def address_for(endpoint_url: str) -> Address | None:
     ):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    from botocore.httpsession import get_cert_path
-
-    # What botocore's client verifies with: AWS_CA_BUNDLE, else its default bundle. (A
-    # config file's ca_bundle is missed: that costs one spare connection nobody uses.)
-    ca_bundle = get_cert_path(os.environ.get("AWS_CA_BUNDLE") or True)
-    return Address(
-        parts.scheme, parts.hostname, port, ca_bundle if isinstance(ca_bundle, str) else ""
-    )
+    # What botocore's client verifies with, as target_for reads it back: AWS_CA_BUNDLE, else
+    # REQUESTS_CA_BUNDLE, else its default (""). A config file's ca_bundle is missed: that
+    # spare connection then sits in a pool no send uses until the idle sweep closes it.
+    ca_bundle = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE") or ""
+    return Address(parts.scheme, parts.hostname, port, ca_bundle)
 
 
 def _proxy_from_environment() -> bool:

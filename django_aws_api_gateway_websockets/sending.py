@@ -208,7 +208,9 @@ class _Broadcast:
             if self.use_http:
                 self._preconnect(endpoint)
             client = self.clients[endpoint] = aws.management_client(endpoint)
-            target = target_for(client) if self.use_http else None
+            # The signed HTTP path only for the library's own clients: a patched factory's
+            # client (a Stubber's, a spy's) must see every post itself.
+            target = target_for(client) if self.use_http and aws.factory_is_default() else None
             self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
         http = self.targets[endpoint]
         if http is not None:

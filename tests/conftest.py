@@ -58,6 +58,10 @@ def no_real_aws(monkeypatch, request):
     from botocore.exceptions import EndpointConnectionError
     from botocore.httpsession import URLLib3Session
 
+    # As on Lambda, which sets none of them (this machine exports all three): a test that
+    # depends on one must set it itself.
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
     real_send = URLLib3Session.send
     attempts: list[str] = []
 

@@ -490,20 +490,26 @@ def test_closing_the_transport_during_an_early_open_leaves_nothing_behind(server
     assert broadcast(target, ids_of(1), concurrency=4) == {"c0=": Outcome.DELIVERED}
 
 
-def test_the_early_address_is_the_one_a_real_client_sends_to(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "variables",
+    [{}, {"AWS_CA_BUNDLE": "aws.pem"}, {"REQUESTS_CA_BUNDLE": "requests.pem"}],
+    ids=["as-on-lambda", "aws-ca-bundle", "requests-ca-bundle"],
+)
+def test_the_early_address_is_the_one_a_real_client_sends_to(monkeypatch, tmp_path, variables):
     """``address_for`` (before the client exists) must name the pool ``target_for`` uses."""
     url = "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
-    for bundle in (None, str(tmp_path / "bundle.pem")):
-        if bundle:
-            monkeypatch.setenv("AWS_CA_BUNDLE", bundle)
-        client = boto3.client(
-            "apigatewaymanagementapi",
-            endpoint_url=url,
-            region_name="eu-west-1",
-            aws_access_key_id="AKID",
-            aws_secret_access_key="secret",
-        )
-        assert connections_http.address_for(url) == target_for(client).address
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, str(tmp_path / value))
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKID",
+        aws_secret_access_key="secret",
+    )
+    assert connections_http.address_for(url) == target_for(client).address
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert connections_http.address_for(url) is None  # proxies stay boto3's business
 

@@ -10,6 +10,7 @@ botocore, since moto's mock never reports a connection gone).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -1124,17 +1125,24 @@ def test_outcomes_compare_equal_to_their_names():
     assert not send_policy.Outcome.GONE.failed
 
 
-def test_warm_sends_reuse_one_client_and_the_open_connections(connections_server, local_gateway):
+def test_warm_sends_reuse_one_client_and_the_open_connections(
+    connections_server, local_gateway, monkeypatch
+):
     """A warm container builds the @connections client once and keeps its connections."""
-    from django_aws_api_gateway_websockets import models
+    from django_aws_api_gateway_websockets import aws
 
+    built = []
+    real_new_client = aws.new_client
+    monkeypatch.setattr(aws, "_MANAGEMENT_CLIENTS", {})
+    monkeypatch.setattr(
+        aws, "new_client", lambda *a, **kw: built.append(a) or real_new_client(*a, **kw)
+    )
     make_sessions(local_gateway, "a", "b", "c")
-    with patch(PATCH_POINT, wraps=models.get_boto3_client) as factory:
-        for number in range(5):
-            report = WebSocketSession.objects.all().send_message({"n": number})
-            assert (report.delivered, report.failed) == (3, 0)
+    for number in range(5):
+        report = WebSocketSession.objects.all().send_message({"n": number})
+        assert (report.delivered, report.failed) == (3, 0)
 
-    assert factory.call_count == 1
+    assert len(built) == 1
     assert connections_server.connections <= 3
     for cid in ("a", "b", "c"):
         assert connections_server.bodies_for(cid) == [wire({"n": n}) for n in range(5)]
@@ -1226,3 +1234,67 @@ def test_a_patched_factory_is_asked_before_anything_is_opened(fake_aws, gateway_
     assert report.delivered == 2
     assert fake_aws.posted_ids() == ["m1", "m2"]
     assert server.connections == 0
+
+
+def test_a_patched_factorys_real_client_sees_every_post_and_is_asked_each_time(
+    connections_server, local_gateway
+):
+    """A test that patches ``get_boto3_client`` to return a real client with a Stubber: the
+    stub answers every post (nothing reaches the network), and the client is never kept."""
+    import boto3
+    from botocore.stub import Stubber
+
+    make_sessions(local_gateway, "s1", "s2")
+    made = []
+
+    def factory(service="apigatewayv2", **kwargs):
+        client = boto3.client(service, **kwargs)
+        stubber = Stubber(client)
+        for _ in range(2):
+            stubber.add_response("post_to_connection", {})
+        stubber.activate()
+        made.append(stubber)
+        return client
+
+    with patch(PATCH_POINT, side_effect=factory):
+        for _ in range(2):
+            report = WebSocketSession.objects.all().send_message({"t": 1})
+            assert (report.delivered, report.failed) == (2, 0)
+
+    assert len(made) == 2  # asked again for the second send
+    for stubber in made:
+        stubber.assert_no_pending_responses()
+    assert connections_server.requests == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_builds_its_own_client_and_connections(settings, monkeypatch):
+    """The parent's kept client holds a keep-alive socket: a child must never write on it."""
+    from django_aws_api_gateway_websockets import aws
+    from tests.wire_servers import WireServer
+
+    settings.AWS_GATEWAY_REGION_NAME = "us-east-1"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = WireServer(stage="fork")
+    try:
+        parent_client = aws.management_client(server.url)
+        assert sending.post_to_connection(parent_client, "parent-1", b"{}") == "delivered"
+        aws._SESSIONS_LOCK.acquire()  # another thread holds it at the moment of the fork
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    child_client = aws.management_client(server.url)
+                    outcome = sending.post_to_connection(child_client, "child-1", b"{}")
+                    code = 0 if child_client is not parent_client and outcome == "delivered" else 2
+                finally:
+                    os._exit(code)
+        finally:
+            aws._SESSIONS_LOCK.release()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert sending.post_to_connection(parent_client, "parent-2", b"{}") == "delivered"
+    finally:
+        server.close()
+    assert server.connections == 2  # the parent's socket, and the child's own
