@@ -93,7 +93,9 @@ class AppChannelWebSocketMixin(AddWebSocketRouteToContextMixin):
         config = apps.get_containing_app_config(module)
         if config is not None:
             return config.label
-        package = getattr(sys.modules.get(module), "__package__", None) or module
+        package = getattr(sys.modules.get(module), "__package__", None)
+        if package is None:
+            package = module.rpartition(".")[0] or module
         return package.rpartition(".")[2]
 
     def _view_module(self) -> str:

@@ -232,3 +232,18 @@ def test_app_channel_outside_any_installed_app_uses_the_package_name():
 
     # tests/ is not an installed app: the last part of the view's package.
     assert Page().get_context_data()["channel_name"] == "tests"
+
+
+def test_app_of_the_view_the_url_resolves_to(monkeypatch):
+    """The module comes from resolve(), as in the original, so patching it still steers it."""
+
+    class Page(AppChannelWebSocketMixin, PlainContext):
+        pass
+
+    resolved = type("Match", (), {"func": type("View", (), {"__module__": "site_apps.blog.views"})})
+    monkeypatch.setattr("django_aws_api_gateway_websockets.mixins.resolve", lambda path: resolved)
+    view = Page()
+    view.request = RequestFactory().get("/anywhere/")
+
+    assert view.get_context_data()["channel_name"] == "blog"
+    assert view.websocket_route_key == "blog"
