@@ -119,6 +119,8 @@ class AppChannelWebSocketMixin(AddWebSocketRouteToContextMixin):
         )
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        # Kept on the view, as the original does, for code that reads it afterwards.
+        # Both kept on the view, as the original does, for code that reads them afterwards.
         self.websocket_route_key = self.websocket_route_key or self.get_app_label()
-        return super().get_context_data(**kwargs)
+        context = super().get_context_data(**kwargs)
+        self.channel_name = context["channel_name"]
+        return context

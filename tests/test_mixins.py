@@ -205,13 +205,13 @@ class TestAppChannel:
         assert page.startswith("no route")
         assert "channel=mixin_app" in page
 
-    def test_route_key_is_kept_on_the_view(self, gateway):
-        from tests.mixin_app.views import BlogIndexView
+    def test_route_key_and_channel_are_kept_on_the_view(self, gateway):
+        from tests.mixin_app.views import PublicBlogView
 
-        view = BlogIndexView()
-        view.setup(RequestFactory().get("/blog/"))
+        view = PublicBlogView()
+        view.setup(RequestFactory().get("/public/"))
         view.get_context_data()
-        assert view.websocket_route_key == "mixin_app"
+        assert (view.websocket_route_key, view.channel_name) == ("mixin_app", "public_blog")
 
     def test_a_view_that_sets_its_route_key_keeps_it(self, gateway):
         chat = route(gateway, "chat")
