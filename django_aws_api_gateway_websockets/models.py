@@ -270,8 +270,9 @@ class WebSocketSession(models.Model):
     def __str__(self) -> str:
         return self.connection_id
 
-    def send_message(self, data: Any) -> SendReport:
-        """Send ``data`` as JSON to this connection; a gone connection is marked disconnected."""
+    def send_message(self, data: Any) -> dict[str, Any] | None:
+        """Send ``data`` as JSON to this connection and return the ``post_to_connection``
+        response, or None when the connection is gone (it is then marked disconnected)."""
         return _sending().send_to_session(self, data)
 
 

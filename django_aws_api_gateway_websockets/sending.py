@@ -90,17 +90,24 @@ def post_to_connection(
     """Post ``payload`` to one connection: ``DELIVERED`` or ``GONE``; throttling is retried
     per ``backoff`` (default: the settings); other errors, and throttling after the last
     retry, raise botocore's ``ClientError``."""
+    return _post(client, connection_id, payload, backoff)[0]
+
+
+def _post(
+    client: Any, connection_id: str, payload: bytes, backoff: Backoff | None = None
+) -> tuple[Outcome, Any]:
+    """``post_to_connection`` that also returns the client's response (None when gone)."""
     backoff = backoff or Backoff.from_settings()
     client_error = aws.client_error()
     attempt = 0
     while True:
         try:
-            client.post_to_connection(ConnectionId=connection_id, Data=payload)
-            return Outcome.DELIVERED
+            response = client.post_to_connection(ConnectionId=connection_id, Data=payload)
+            return Outcome.DELIVERED, response
         except client_error as error:
             outcome = classify(aws.http_status(error), aws.error_code(error))
             if outcome is Outcome.GONE:
-                return outcome
+                return outcome, None
             if outcome is not Outcome.THROTTLED or attempt >= backoff.max_retries:
                 raise
             time.sleep(backoff.delay(attempt))
@@ -114,13 +121,16 @@ def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
         model._default_manager.filter(connection_id__in=batch).update(connected=False)
 
 
-def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
-    """Send ``data`` to one session; errors other than gone and throttling raise."""
+def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | None:
+    """Send ``data`` to one session and return the client's ``post_to_connection`` response
+    (botocore's dict, with ``ResponseMetadata``), or None when the connection is gone: the
+    session is then marked disconnected. Other errors, and throttling after the retries,
+    raise. ``messages_sent`` still gets a ``SendReport``, as for a fan-out."""
     payload = encode_payload(data)
     if session.api_gateway is None:
         raise ValueError(f"Session {session.connection_id} has no API Gateway to send through.")
     client = aws.management_client(session.api_gateway.management_endpoint)
-    outcome = post_to_connection(client, session.connection_id, payload)
+    outcome, response = _post(client, session.connection_id, payload)
     report = SendReport()
     if outcome is Outcome.GONE:
         session.connected = False
@@ -131,7 +141,7 @@ def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
     else:
         report.delivered = 1
     messages_sent.send(sender=type(session), report=report)
-    return report
+    return response
 
 
 def _send_logged(client: Any, connection_id: str, payload: bytes, backoff: Backoff) -> Outcome:

@@ -190,7 +190,7 @@ def test_single_send_posts_utf8_json_bytes_exactly_once(fake_aws, gateway_a):
     (session,) = make_sessions(gateway_a, "c1")
     data = {"type": "chat", "text": "héllo ☃ 😀 日本語", "n": [1, 2.5, None, True]}
 
-    report = session.send_message(data)
+    response = session.send_message(data)
 
     assert len(fake_aws.posts) == 1
     endpoint, cid, posted = fake_aws.posts[0]
@@ -201,7 +201,8 @@ def test_single_send_posts_utf8_json_bytes_exactly_once(fake_aws, gateway_a):
     assert json.loads(posted.decode("utf-8")) == data
     # Non-ASCII travels as UTF-8, not as \u escapes (which would inflate it against the limit).
     assert "☃".encode() in posted and b"\\u" not in posted
-    assert (report.delivered, report.gone, report.failed) == (1, 0, 0)
+    # The client's own response comes back, as post_to_connection returned it.
+    assert response == {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
 
 def test_django_types_are_encoded(fake_aws, gateway_a):
@@ -313,14 +314,24 @@ def test_queryset_send_of_exactly_the_limit_is_posted_to_everyone(fake_aws, gate
 def test_single_send_to_gone_connection_marks_session_disconnected(fake_aws, gateway_a):
     session, other = make_sessions(gateway_a, "gone-1", "alive-1")
     fake_aws.script["gone-1"] = [gone_error()]
+    reports = []
 
-    report = session.send_message({"type": "x"})
+    def receiver(sender, report, **kwargs):
+        reports.append(report)
+
+    sending.messages_sent.connect(receiver)
+    try:
+        assert session.send_message({"type": "x"}) is None
+    finally:
+        sending.messages_sent.disconnect(receiver)
 
     assert session.connected is False
     session.refresh_from_db()
     assert session.connected is False
     other.refresh_from_db()
     assert other.connected is True
+    # Receivers of messages_sent still see what happened.
+    ((report,),) = [reports]
     assert (report.delivered, report.gone, report.failed) == (0, 1, 0)
     assert report.gone_connection_ids == ["gone-1"]
     # Gone is final: no retry.
@@ -331,9 +342,8 @@ def test_http_410_without_gone_code_counts_as_gone(fake_aws, gateway_a):
     (session,) = make_sessions(gateway_a, "c1")
     fake_aws.script["c1"] = [client_error("410", 410)]
 
-    report = session.send_message({"type": "x"})
+    assert session.send_message({"type": "x"}) is None
 
-    assert report.gone == 1
     session.refresh_from_db()
     assert session.connected is False
 
@@ -534,10 +544,10 @@ def test_single_send_retries_throttling_then_delivers(fake_aws, gateway_a, error
     (session,) = make_sessions(gateway_a, "c1")
     fake_aws.script["c1"] = [error, error, "ok"]
 
-    report = session.send_message({"t": 1})
+    response = session.send_message({"t": 1})
 
     assert fake_aws.attempts["c1"] == 3
-    assert report.delivered == 1
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
     session.refresh_from_db()
     assert session.connected is True
 
@@ -868,9 +878,10 @@ def test_real_boto3_over_http_delivers_and_detects_gone(connections_server, loca
     data = {"type": "chat", "text": "Grüße, 世界"}
 
     delivered = alive.send_message(data)
-    gone_report = gone.send_message(data)
 
-    assert (delivered.delivered, gone_report.gone) == (1, 1)
+    # Real botocore answers: the response dict with its metadata, None for a gone connection.
+    assert delivered["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert gone.send_message(data) is None
     assert connections_server.bodies_for("alive=") == [wire(data)]
     gone.refresh_from_db()
     assert gone.connected is False
@@ -1093,7 +1104,7 @@ def test_both_transports_retry_the_same_throttling_answers(
     single, room_a, room_b = make_sessions(local_gateway, "single", "room-a", "room-b")
     connections_server.throttle = {"single": 2, "room-a": 2}
 
-    assert single.send_message({"t": 1}).delivered == 1
+    assert single.send_message({"t": 1})["ResponseMetadata"]["HTTPStatusCode"] == 200
     single.connected = False
     single.save()
     report = WebSocketSession.objects.all().send_message({"t": 2})
