@@ -140,24 +140,25 @@ def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | No
         report.gone_connection_ids.append(session.connection_id)
     else:
         report.delivered = 1
-    messages_sent.send(sender=type(session), report=report)
+    announce(type(session), report)
     return response
 
 
-def _send_logged(client: Any, connection_id: str, payload: bytes, backoff: Backoff) -> Outcome:
-    """Fan-out worker: like ``post_to_connection``, but every failure is one log line and an
-    outcome, never an exception."""
+def _send_logged(
+    client: Any, connection_id: str, payload: bytes, backoff: Backoff
+) -> tuple[Outcome, str]:
+    """Fan-out worker: like ``post_to_connection``, but a failure is an outcome and its
+    reason (logged once per reason by the broadcast), never an exception."""
     try:
-        return post_to_connection(client, connection_id, payload, backoff)
+        return post_to_connection(client, connection_id, payload, backoff), ""
     except aws.client_error() as error:
         outcome = classify(aws.http_status(error), aws.error_code(error))
         if outcome is Outcome.THROTTLED:
-            logger.error("Sending to connection %s still throttled; giving up", connection_id)
-            return outcome
-        logger.error("Sending to connection %s failed: %s", connection_id, aws.describe(error))
-    except Exception:
-        logger.exception("Sending to connection %s failed", connection_id)
-    return Outcome.FAILED
+            return outcome, f"still throttled after {backoff.max_retries} retries"
+        return Outcome.FAILED, aws.describe(error)
+    except Exception as error:
+        logger.debug("Sending to connection %s failed", connection_id, exc_info=True)
+        return Outcome.FAILED, f"{type(error).__name__}: {error}"
 
 
 class _Broadcast:
@@ -173,13 +174,18 @@ class _Broadcast:
         self.backoff = Backoff.from_settings()
         self.clients: dict[str, Any] = {}
         self.targets: dict[str, tuple[Target, Signer] | None] = {}
+        # Endpoints whose client could not be set up -> why (their sessions count as failed).
+        self.broken: dict[str, str] = {}
         self.pool: ThreadPoolExecutor | None = None
-        self.in_flight: dict[Future[Outcome], str] = {}
+        self.in_flight: dict[Future[tuple[Outcome, str]], str] = {}
         self.fan_out: FanOut | None = None
         # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
         self.http_outcomes: list[tuple[str, str]] = []
         # Why sessions could not be sent to (a setting to fix), and how many: logged once.
         self.unsendable: Counter[str] = Counter()
+        # Why posts of the boto3 workers failed -> how many, and one example connection.
+        self.failures: Counter[str] = Counter()
+        self.failure_examples: dict[str, str] = {}
 
     def count(self, connection_id: str, outcome: str) -> None:
         if outcome == Outcome.DELIVERED:
@@ -190,19 +196,23 @@ class _Broadcast:
         else:
             self.report.failed += 1
 
-    def _collect(self, done: set[Future[Outcome]]) -> None:
+    def _collect(self, done: set[Future[tuple[Outcome, str]]]) -> None:
         for future in done:
             connection_id = self.in_flight.pop(future)
             # _send_logged returns an outcome for any Exception; anything else ended the
             # worker (e.g. SystemExit): still one counted failure.
             error = future.exception()
-            self.count(connection_id, Outcome.FAILED if error else future.result())
+            outcome, reason = (Outcome.FAILED, repr(error)) if error else future.result()
+            if reason:
+                self.failures[reason] += 1
+                self.failure_examples.setdefault(reason, connection_id)
+            self.count(connection_id, outcome)
 
     def send(
         self, connection_id: str, explicit_url: str, api_id: str, stage: str, gateway_id: Any
     ) -> None:
         if gateway_id is None:
-            logger.warning("Session %s has no API Gateway; not sent", connection_id)
+            self.unsendable["the session has no API Gateway"] += 1
             self.report.failed += 1
             return
         try:
@@ -213,15 +223,23 @@ class _Broadcast:
             self.unsendable[str(error)] += 1
             self.report.failed += 1
             return
+        broken = self.broken.get(endpoint)
+        if broken is not None:
+            self.unsendable[broken] += 1
+            self.report.failed += 1
+            return
         client = self.clients.get(endpoint)
         if client is None:
-            if self.use_http:
-                self._preconnect(endpoint)
-            client = self.clients[endpoint] = aws.management_client(endpoint)
-            # The signed HTTP path only for the library's own clients: a patched factory's
-            # client (a Stubber's, a spy's) must see every post itself.
-            target = target_for(client) if self.use_http and aws.factory_is_default() else None
-            self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
+            try:
+                client = self._open_endpoint(endpoint)
+            except Exception as error:
+                # One endpoint that cannot be set up (a host botocore refuses, credentials
+                # that cannot be refreshed): its sessions are counted, the others still sent.
+                reason = f"{endpoint}: {aws.describe(error)}"
+                self.broken[endpoint] = reason
+                self.unsendable[reason] += 1
+                self.report.failed += 1
+                return
         http = self.targets[endpoint]
         if http is not None:
             if self.fan_out is None:
@@ -243,6 +261,18 @@ class _Broadcast:
         if len(self.in_flight) >= self.concurrency * 4:
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             self._collect(done)
+
+    def _open_endpoint(self, endpoint: str) -> Any:
+        """The client of a new endpoint, and its signed-HTTP target when it takes that path."""
+        if self.use_http:
+            self._preconnect(endpoint)
+        client = aws.management_client(endpoint)
+        # The signed HTTP path only for the library's own clients: a patched factory's
+        # client (a Stubber's, a spy's) must see every post itself.
+        target = target_for(client) if self.use_http and aws.factory_is_default() else None
+        self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
+        self.clients[endpoint] = client
+        return client
 
     def _preconnect(self, endpoint: str) -> None:
         """Start the first connection's handshake (and DNS lookup) while the client is built.
@@ -276,6 +306,13 @@ class _Broadcast:
                             self.count(connection_id, outcome)
         for reason, sessions in self.unsendable.items():
             logger.error("%d session(s) not sent: %s", sessions, reason)
+        for reason, posts in self.failures.items():
+            logger.error(
+                "%d post(s) to @connections failed: %s (e.g. connection %s)",
+                posts,
+                reason,
+                self.failure_examples[reason],
+            )
 
 
 def send_to_sessions(
@@ -299,8 +336,10 @@ def send_to_sessions(
             queryset.filter(connected=True).order_by("pk").values_list("connection_id", flat=True)
         )
         if len(connection_ids) > batch:
-            queued = queue_batches(connection_ids[batch:], payload)
-            queryset = model._default_manager.filter(connection_id__in=connection_ids[:batch])
+            queued, left = queue_batches(connection_ids[batch:], payload)
+            if queued:  # else everything is sent here, from the queryset as given
+                local = connection_ids[:batch] + left
+                queryset = model._default_manager.filter(connection_id__in=local)
     rows = (
         queryset.filter(connected=True)
         .values_list(
@@ -349,9 +388,19 @@ def _settle(broadcast: _Broadcast, model: type[Model], aborted: bool) -> None:
             report.gone,
             report.failed,
         )
-        messages_sent.send_robust(sender=model, report=report)
-    else:
-        messages_sent.send(sender=model, report=report)
+    announce(model, report)
+
+
+def announce(model: type[Model], report: SendReport) -> None:
+    """``messages_sent``, robustly: the posts are done, so a failing receiver is logged,
+    never raised (a caller seeing an error would send them again)."""
+    for receiver, result in messages_sent.send_robust(sender=model, report=report):
+        if isinstance(result, Exception):
+            logger.error(
+                "messages_sent receiver %r failed",
+                receiver,
+                exc_info=(type(result), result, result.__traceback__),
+            )
 
 
 def run_fanout_event(body: Any) -> dict[str, Any]:

@@ -1309,3 +1309,79 @@ def test_a_forked_child_builds_its_own_client_and_connections(settings, monkeypa
     finally:
         server.close()
     assert server.connections == 2  # the parent's socket, and the child's own
+
+
+def test_an_endpoint_that_cannot_be_set_up_fails_only_its_own_sessions(
+    settings, monkeypatch, caplog
+):
+    """botocore refuses a host the model accepts (an underscore): that gateway's sessions are
+    counted as failed with one log line, and every other gateway's are still sent."""
+    from tests.wire_servers import WireServer
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    settings.AWS_GATEWAY_REGION_NAME = "us-east-1"
+    server = WireServer(stage="good")
+    try:
+        good = ApiGateway.objects.create(
+            api_name="G", api_id="good01", management_endpoint_url=server.url
+        )
+        bad = ApiGateway.objects.create(
+            api_name="B", api_id="bad01", management_endpoint_url="http://local_gateway:8000/dev"
+        )
+        make_sessions(good, "g0", "g1", "g2")
+        make_sessions(bad, "b0", "b1")
+        make_sessions(good, "g3", "g4")
+        with caplog.at_level("ERROR", logger="django_aws_api_gateway_websockets.sending"):
+            report = WebSocketSession.objects.order_by("pk").send_message({"t": 1})
+    finally:
+        server.close()
+
+    assert (report.delivered, report.failed) == (5, 2)
+    assert set(server.requests) == {"g0", "g1", "g2", "g3", "g4"}
+    lines = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("2 session(s) not sent: http://local_gateway")
+
+
+def test_the_boto3_path_logs_one_line_per_kind_of_failure(fake_aws, gateway_a, caplog):
+    """As the signed HTTP path does: 40 connections failing alike are one ERROR line."""
+    ids = [f"f{n}" for n in range(40)]
+    make_sessions(gateway_a, *ids, "ok")
+    for connection_id in ids:
+        fake_aws.script[connection_id] = [forbidden_error()]
+    with caplog.at_level("DEBUG", logger="django_aws_api_gateway_websockets.sending"):
+        report = WebSocketSession.objects.all().send_message({"t": 1})
+
+    assert (report.delivered, report.failed) == (1, 40)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].startswith("40 post(s) to @connections failed: ForbiddenException")
+
+
+@pytest.mark.parametrize("single", [True, False], ids=["one-session", "queryset"])
+def test_a_failing_signal_receiver_never_makes_a_delivered_send_raise(
+    fake_aws, gateway_a, caplog, single
+):
+    from django_aws_api_gateway_websockets.signals import messages_sent
+
+    (session,) = make_sessions(gateway_a, "r1")
+
+    def broken_receiver(sender, report, **kwargs):
+        raise RuntimeError("metrics backend down")
+
+    messages_sent.connect(broken_receiver)
+    try:
+        if single:
+            session.send_message({"t": 1})
+        else:
+            assert WebSocketSession.objects.all().send_message({"t": 1}).delivered == 1
+    finally:
+        messages_sent.disconnect(broken_receiver)
+    assert fake_aws.posted_ids() == ["r1"]
+    assert any("receiver" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_no_backoff_pause_outgrows_the_cap():
+    """send_max_retries=10 at 0.05 s would otherwise pause up to 25.6 s inside a 29 s route."""
+    pauses = [send_policy.backoff_delay(attempt, 0.05) for attempt in range(40) for _ in range(20)]
+    assert max(pauses) <= send_policy.MAX_BACKOFF_SECONDS
+    assert max(send_policy.backoff_delay(1, 0.05) for _ in range(200)) <= 0.1
