@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument("--database-url")
     arguments = parser.parse_args()
     rtt = arguments.rtt_ms / 1000
+    # As on Lambda, which sets no CA bundle variables (this machine does).
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.pop(name, None)
     # As deployed: the package carries the bytecode zappa's prebuild_script writes (this
     # machine sets PYTHONDONTWRITEBYTECODE, so the fresh processes would compile from source).
     compile_bytecode(ROOT)
