@@ -66,6 +66,11 @@ def project_handler(settings, keep_test_connection, recorders):
     }
     observability.get_logger.cache_clear()
     ApiGateway.objects.create(api_name="Sample", api_id=SAMPLE_API_ID, stage_name="production")
+    # A cold start's django.setup() applies LOGGING; in this set-up process the handler
+    # leaves logging alone, so apply it as that set-up would.
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
     try:
         yield make_lambda_handler(websocket_path="/broken/{route}")
     finally:
