@@ -253,6 +253,19 @@ class TestOutbox:
 
         assert websocket_outbox.to("connection-1") == [{"n": 1}, {"n": 2}]
 
+    def test_a_single_send_answers_as_botocore_would(self, websocket_session, websocket_outbox):
+        response = websocket_session.send_message({"n": 1})
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+        websocket_outbox.mark_gone("connection-1")
+        assert websocket_session.send_message({"n": 2}) is None
+        websocket_session.refresh_from_db()
+        assert websocket_session.connected is False
+        assert [(m.data, m.delivered) for m in websocket_outbox] == [
+            ({"n": 1}, True),
+            ({"n": 2}, False),
+        ]
+
     def test_a_tests_own_mock_still_wins(self, websocket_session, websocket_outbox):
         aws = Mock()
         with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=aws):
