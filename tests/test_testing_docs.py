@@ -1,5 +1,6 @@
-"""docs/testing.md's first WebSocket test, and the README's, run as written: their files go into
-a fresh project, which pytest runs with the shipped plugin."""
+"""docs/testing.md's first WebSocket test, and the README's, run as written: the tests, and the
+view they test (the quickstart's ``chat/views.py``, the README's ``ChatView``), go into a fresh
+project, which pytest runs with the shipped plugin."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "testing.md"
 README = ROOT / "README.md"
+QUICKSTART = ROOT / "docs" / "quickstart.md"
+URLS = """
+from django.urls import path
+
+from .views import ChatView
+
+urlpatterns = [path("ws/<slug:route>", ChatView.as_view())]
+"""
 BLOCK = re.compile(r"```python\n# (?P<path>[\w/]+\.py)\n(?P<code>.*?)```", re.DOTALL)
 SETTINGS = """
 SECRET_KEY = "docs-project"
@@ -34,9 +43,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 """
 
 
-def page_files() -> dict[str, str]:
-    found = {match["path"]: match["code"] for match in BLOCK.finditer(PAGE.read_text())}
+def page_files(page: Path = PAGE) -> dict[str, str]:
+    found = {match["path"]: match["code"] for match in BLOCK.finditer(page.read_text())}
     return {path: code for path, code in found.items() if path.startswith("chat/")}
+
+
+def quickstart_view() -> dict[str, str]:
+    return {"chat/views.py": page_files(QUICKSTART)["chat/views.py"], "chat/urls.py": URLS}
 
 
 def unittest_example() -> str:
@@ -45,19 +58,23 @@ def unittest_example() -> str:
 
 
 def test_the_pages_files_are_found():
-    assert set(page_files()) == {"chat/views.py", "chat/urls.py", "chat/tests/test_chat.py"}
+    assert set(page_files()) == {"chat/tests/test_chat.py"}
+    assert "class ChatView(WebSocketView)" in quickstart_view()["chat/views.py"]
     assert "class ChatTests(WebSocketTestCase)" in unittest_example()
 
 
 def readme_files() -> dict[str, str]:
-    """The README's view (its first block) and its test (the second), mounted as the page's."""
+    """The README's view (its first block) and its test (the second)."""
     view, test = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)[:2]
-    urls = page_files()["chat/urls.py"]
-    return {"chat/views.py": view, "chat/urls.py": urls, "chat/tests/test_readme.py": test}
+    return {"chat/views.py": view, "chat/urls.py": URLS, "chat/tests/test_readme.py": test}
 
 
 def test_the_first_websocket_test_passes_as_written(tmp_path):
-    files = {**page_files(), "chat/tests/test_unittest_style.py": unittest_example()}
+    files = {
+        **quickstart_view(),
+        **page_files(),
+        "chat/tests/test_unittest_style.py": unittest_example(),
+    }
     run_project(tmp_path, files, expected=4)
 
 
