@@ -334,3 +334,14 @@ def test_the_handler_leaves_a_set_up_processs_logging_alone(
     ).connect()
 
     assert made_after_setup.disabled is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_a_transactional_test_the_events_commit(websocket_client, alice):
+    from django.db import connection
+
+    websocket_client.force_login(alice)
+    assert websocket_client.connect().status_code == 200
+
+    assert connection.in_atomic_block is False  # no test transaction around the events
+    assert WebSocketSession.objects.get().user == alice
