@@ -174,13 +174,27 @@ class TestMessages:
         ws = WebSocketClient(api_gateway, websocket_path="/open/{route}")
         ws.connect()
         assert ws.send({"action": "whoami"}).json() == {"user": ""}  # $default: /open/default
+        ws.disconnect()
 
         # bulk_create: saving a route of a created API would create it in AWS too.
         ApiGatewayAdditionalRoute.objects.bulk_create(
             [ApiGatewayAdditionalRoute(api_gateway=api_gateway, name="whoami", route_key="whoami")]
         )
+        ws.connect()
         assert ws.send({"action": "whoami"}).json() == {"route": "whoami"}  # /open/whoami
         assert ws.send({"action": "other"}).json() == {"error": "Unknown handler"}
+        assert ws.send({"action": "other"}, route_key="whoami").json() == {"route": "whoami"}
+
+    def test_a_send_runs_only_the_views_queries(
+        self, websocket_client, alice, django_assert_num_queries
+    ):
+        websocket_client.force_login(alice)
+        websocket_client.connect()
+        websocket_client.send({"action": "whoami"})  # warm: the prepared statements
+
+        # The session (with its gateway and user) and its request count: the view's own two.
+        with django_assert_num_queries(2):
+            websocket_client.send({"action": "whoami"})
 
 
 class TestOutbox:
