@@ -192,3 +192,14 @@ def test_guide_examples_pass_against_the_installed_wheel(dist, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_one_install_story_names_the_wheel_that_is_built(dist):
+    """README, the quickstart and operations give the same two ways to install: the wheel the
+    build writes, by its real file name, and the git URL, under the distribution's name."""
+    (wheel,) = dist.glob("*.whl")
+    for page in ("README.md", "docs/quickstart.md", "docs/operations.md"):
+        text = (ROOT / page).read_text()
+        assert f"dist/{wheel.name}" in text, page
+        assert 'pip install "serverless-django-websockets @ git+https://' in text, page
+        assert "`django_aws_api_gateway_websockets`" in text, page
