@@ -177,7 +177,10 @@ def site(project):
         process.kill()
 
 
-def test_a_browser_logs_in_and_chats_on_the_quickstart_page(site):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_browser_logs_in_and_chats_on_the_quickstart_page(site, host):
+    """The printed URL, or the same with ``localhost``: the socket stays on 127.0.0.1."""
+    site = site.replace("127.0.0.1", host)
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
