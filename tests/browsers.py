@@ -56,8 +56,11 @@ def launch_chromium(playwright):
     """A headless Chromium for a test: fails the test, with what to do, when there is none."""
     import pytest
 
-    executable = chromium_executable()
-    if executable is None:
+    # Inside a running Playwright another one cannot start: ask this one for its browser.
+    executable = DEBIAN_CHROMIUM
+    if not executable.exists():
+        executable = Path(playwright.chromium.executable_path)
+    if not executable.exists():
         pytest.fail(WHAT_TO_DO)
     return playwright.chromium.launch(
         executable_path=str(executable), headless=True, args=CHROMIUM_ARGS

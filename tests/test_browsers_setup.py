@@ -83,3 +83,17 @@ def test_a_browser_already_there_is_used_as_it_is(machine, capsys):
     assert browsers.main() == 0
     assert machine.ran == []
     assert "Browser tests use /x/chrome" in capsys.readouterr().out
+
+
+def test_a_test_without_debians_chromium_launches_playwrights(monkeypatch, tmp_path):
+    """Inside the test's own Playwright (a second one cannot start there)."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setattr(browsers, "DEBIAN_CHROMIUM", tmp_path / "no-chromium")
+    with sync_playwright() as playwright:
+        bundled = Path(playwright.chromium.executable_path)
+        if bundled.exists():
+            browsers.launch_chromium(playwright).close()
+        else:
+            with pytest.raises(pytest.fail.Exception, match="playwright install"):
+                browsers.launch_chromium(playwright)
