@@ -30,6 +30,7 @@ pytestmark = pytest.mark.quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "quickstart.md"
+ARTIFACTS = ROOT / "test-artifacts"
 PROJECT = "mysite"
 USERNAME, PASSWORD = "ada", "a long password for the quickstart"
 # The page's commands, run here in this order (createsuperuser without its prompts).
@@ -202,5 +203,7 @@ def test_a_browser_logs_in_and_chats_on_the_quickstart_page(site, host):
             expect(page.locator("#log li")).to_have_text(
                 [f"{USERNAME}: Hello from the quickstart"], timeout=10000
             )
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"quickstart-{host}.png"), full_page=True)
         finally:
             browser.close()
