@@ -124,7 +124,13 @@ def project(tmp_path_factory, wheel) -> Path:
     python = venv / "bin" / "python"
     # Offline after the first run: the dependencies come from the cached wheels only.
     wheels = dependency_wheels(wheel)
-    _pip(str(python), "install", "--no-index", "--find-links", str(wheels), str(wheel))
+    # In the new project's environment: a PYTHONPATH reaching this checkout (and the build's
+    # egg-info there) would make pip think the library is installed already.
+    run(
+        [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels)]
+        + [str(wheel)],
+        cwd=base,
+    )
     run([str(venv / "bin" / "django-admin"), "startproject", PROJECT], cwd=base)
     project = base / PROJECT
     run([str(python), "manage.py", "startapp", "chat"], cwd=project)
