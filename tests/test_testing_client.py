@@ -359,3 +359,11 @@ def test_in_a_transactional_test_the_events_commit(websocket_client, alice):
 
     assert connection.in_atomic_block is False  # no test transaction around the events
     assert WebSocketSession.objects.get().user == alice
+
+
+def test_caplog_sees_the_librarys_records_from_a_client_event(websocket_client, caplog):
+    websocket_client.connect()  # builds the handler, whose JSON logging must only add
+    with caplog.at_level(logging.WARNING, logger="django_aws_api_gateway_websockets"):
+        websocket_client.connect()
+
+    assert "WebSocket connect rejected (401): no ws_token" in caplog.messages
