@@ -198,7 +198,7 @@ def test_logging_out_lands_on_the_login_page_under_the_stage_prefix(browser, gat
     page = logged_in_page(browser, gateway, "bob")
     page.click("header button")
     page.wait_for_url(gateway.base_url + "login/")
-    expect(page.locator(".messages")).to_have_text("You have logged out.")
+    expect(page.locator(".flash")).to_have_text("You have logged out.")
     expect(page.locator("header")).to_contain_text("Log in")
     page.context.close()
 
@@ -261,18 +261,16 @@ def test_back_and_forward_switch_rooms_with_the_url(browser, gateway):
 def test_an_expired_login_is_named_and_not_retried(browser, gateway):
     page = logged_in_page(browser, gateway, "alice")
     (session_key,) = [c["value"] for c in page.context.cookies() if c["name"] == "sessionid"]
-    token_requests = []
-
-    def after_the_session_expired(route):
-        # The page was served to a logged-in user; by the time it asks for a token, the
-        # session is gone from the server, as when it expires.
-        token_requests.append(route.request.url)
-        gateway.query("DELETE FROM django_session WHERE session_key = %s", session_key)
-        route.continue_()
-
-    page.route("**/api/ws-token/", after_the_session_expired)
+    token_requests = []  # held until the test lets them through
+    page.route("**/api/ws-token/", lambda route: token_requests.append(route))
     sockets_before = len(page.traffic.sockets)
     page.reload()
+    while not token_requests:
+        page.wait_for_timeout(50)
+    # The page was served to a logged-in user; by the time its token request arrives, the
+    # session is gone from the server, as when it expires.
+    gateway.query("DELETE FROM django_session WHERE session_key = %s", session_key)
+    token_requests[0].continue_()
     notice = page.locator("#notice-text")
     expect(notice).to_contain_text("Authentication required", timeout=10000)
     expect(notice).to_contain_text("your login has probably expired")
