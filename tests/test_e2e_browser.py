@@ -103,9 +103,10 @@ class Traffic:
         )
 
 
-def expect_last_message(page, user, text):
+def expect_last_message(page, user, text, timeout=10000):
+    """The newest message shown is ``text`` from ``user`` (milliseconds to wait for it)."""
     last = page.locator("#messages li").last
-    expect(last.locator(".user")).to_have_text(user, timeout=10000)
+    expect(last.locator(".user")).to_have_text(user, timeout=timeout)
     expect(last.locator(".text")).to_have_text(text)
 
 

@@ -263,7 +263,7 @@ def test_two_browsers_chat_on_the_documented_urls(offline):
     """The page's promise: open http://localhost:PORT/, log in, chat (Chromium, as a user)."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS, expect_last_message
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
@@ -287,8 +287,6 @@ def test_two_browsers_chat_on_the_documented_urls(offline):
             expect(alice.locator("#presence li")).to_have_text(["alice", "bob"], timeout=15000)
             alice.fill("#message", "Hi Bob, through serverless-offline")
             alice.click("#composer button")
-            expect(bob.locator("#messages li").last).to_contain_text(
-                "alice: Hi Bob, through serverless-offline", timeout=15000
-            )
+            expect_last_message(bob, "alice", "Hi Bob, through serverless-offline", timeout=15000)
         finally:
             browser.close()
