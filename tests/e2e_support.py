@@ -117,7 +117,8 @@ class GatewayProcess:
         return self.process.wait()
 
     def query(self, sql: str, *params: Any) -> list[tuple]:
-        """Read the gateway's database directly (the test asserts on stored state)."""
+        """Read (or change, committed) the gateway's database directly: the test asserts on
+        stored state, or sets some up behind the site's back."""
         if self.database_url.startswith("sqlite"):
             import sqlite3
 
@@ -126,7 +127,8 @@ class GatewayProcess:
         import psycopg
 
         with psycopg.connect(self.database_url) as db:
-            return db.execute(sql, params).fetchall()
+            cursor = db.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
 
 
 class Browser:

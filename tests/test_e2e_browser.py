@@ -6,6 +6,9 @@ origin are the socket's, and nothing is configured to bridge them."""
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -41,6 +44,26 @@ def gateway(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def refusing_gateway(tmp_path_factory):
+    """The socket's host left out of ALLOWED_HOSTS: the site works, every $connect is
+    refused (the host or origin mismatch a new project meets first)."""
+    with e2e_database(tmp_path_factory.mktemp("refusing")) as database_url:
+        process = GatewayProcess(
+            database_url,
+            "--socket-host",
+            "localhost",
+            env={
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+                "WEBSOCKETS_TOKEN_BOUND_TO_SESSION": "",
+                "WEBSOCKETS_ALLOWED_ORIGINS": "",
+                "DJANGO_CSRF_TRUSTED_ORIGINS": "",
+            },
+        )
+        yield process
+        process.stop()
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
         launched = launch_chromium(playwright)
@@ -49,27 +72,50 @@ def browser():
 
 
 class Traffic:
-    """What the page asked for: request URLs and the WebSocket URLs it opened."""
+    """What the page asked for: request URLs, the WebSocket URLs it opened, and the responses
+    that were errors."""
 
     def __init__(self, page) -> None:
         self.requests: list[str] = []
         self.sockets: list[str] = []
+        self.errors: list[tuple[int, str]] = []
         page.on("request", lambda request: self.requests.append(request.url))
         page.on("websocket", lambda socket: self.sockets.append(socket.url))
+        page.on(
+            "response",
+            lambda response: (
+                response.status >= 400 and self.errors.append((response.status, response.url))
+            ),
+        )
 
 
-def logged_in_page(browser, gateway, username):
+def expect_last_message(page, user, text, timeout=10000):
+    """The newest message shown is ``text`` from ``user`` (milliseconds to wait for it)."""
+    last = page.locator("#messages li").last
+    expect(last.locator(".user")).to_have_text(user, timeout=timeout)
+    expect(last.locator(".text")).to_have_text(text)
+
+
+def as_utc(stored) -> datetime:
+    """A stored DateTimeField value (datetime on PostgreSQL, text on SQLite), aware."""
+    value = stored if isinstance(stored, datetime) else datetime.fromisoformat(stored)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def logged_in_page(browser, gateway, username, socket="open"):
+    """A new browser's page in room general, once the socket is in state ``socket``."""
     context = browser.new_context(viewport={"width": 1100, "height": 700})
     page = context.new_page()
     page.traffic = Traffic(page)
     # Logged out, the room redirects to the login page, both under the stage prefix.
-    page.goto(gateway.base_url + "rooms/general/")
-    page.wait_for_url(gateway.base_url + "login/?next=/dev/rooms/general/")
+    room = gateway.base_url + "rooms/general/"
+    page.goto(room)
+    page.wait_for_url(gateway.base_url + f"login/?next={urlsplit(room).path}")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", username)
     page.click("button[type=submit]")
-    page.wait_for_url(gateway.base_url + "rooms/general/")
-    expect(page.locator("body")).to_have_attribute("data-socket", "open", timeout=15000)
+    page.wait_for_url(room)
+    expect(page.locator("body")).to_have_attribute("data-socket", socket, timeout=15000)
     return page
 
 
@@ -80,8 +126,10 @@ def test_the_page_uses_the_stage_prefix_and_the_socket_host(browser, gateway):
     assert f"{site}/dev/static/websocket_app/chat.js" in requested
     assert f"{site}/dev/static/django_aws_api_gateway_websockets/websocket-client.js" in requested
     assert f"{site}/dev/api/ws-token/" in requested
-    outside = [url for url in requested if not urlsplit(url).path.startswith("/dev/")]
-    assert [url for url in outside if not url.endswith("/favicon.ico")] == []
+    # The favicon too: the page declares it, so the browser does not ask for /favicon.ico.
+    assert f"{site}/dev/static/websocket_app/favicon.svg" in requested
+    assert [url for url in requested if not urlsplit(url).path.startswith("/dev/")] == []
+    assert page.traffic.errors == []
     (socket_url,) = page.traffic.sockets
     assert socket_url.startswith(gateway.ws_url + "?ws_token=")
     # The site's cookies stayed on its host: the socket's host has none.
@@ -105,12 +153,18 @@ def test_two_users_chat_live_in_one_room(browser, gateway):
 
     alice.fill("#message", "Hi Bob, this came through API Gateway's twin")
     alice.click("#composer button")
-    expect(bob.locator("#messages li").last).to_contain_text(
-        "alice: Hi Bob, this came through API Gateway's twin", timeout=10000
-    )
+    expect_last_message(bob, "alice", "Hi Bob, this came through API Gateway's twin")
     bob.fill("#message", "Hello Alice!")
     bob.press("#message", "Enter")
-    expect(alice.locator("#messages li").last).to_contain_text("bob: Hello Alice!", timeout=10000)
+    expect_last_message(alice, "bob", "Hello Alice!")
+    # Each message says when it was sent: the stored time, shown as the reader's local time.
+    ((stored,),) = gateway.query(
+        "SELECT created_on FROM websocket_app_chatmessage WHERE text = %s", "Hello Alice!"
+    )
+    shown = alice.locator("#messages li").last.locator("time")
+    sent = datetime.fromisoformat(shown.get_attribute("datetime"))
+    assert sent == as_utc(stored)
+    expect(shown).to_have_text(re.compile(r"^\d{1,2}:\d{2}( [AP]M)?$"))
 
     ARTIFACTS.mkdir(exist_ok=True)
     alice.screenshot(path=str(ARTIFACTS / "chat-alice.png"), full_page=True)
@@ -122,13 +176,16 @@ def test_two_users_chat_live_in_one_room(browser, gateway):
     expect(bob.locator("#room-title")).to_have_text("Random")
     expect(alice.locator("#presence li")).to_have_text(["alice"], timeout=10000)
     bob.click("[data-room=general]")
-    expect(bob.locator("#messages li").last).to_contain_text("bob: Hello Alice!", timeout=10000)
+    expect_last_message(bob, "bob", "Hello Alice!")
+    alice.context.close()
+    bob.context.close()
 
 
-def test_logging_out_stays_under_the_stage_prefix(browser, gateway):
+def test_logging_out_lands_on_the_login_page_under_the_stage_prefix(browser, gateway):
     page = logged_in_page(browser, gateway, "bob")
     page.click("header button")
-    page.wait_for_url(gateway.base_url)
+    page.wait_for_url(gateway.base_url + "login/")
+    expect(page.locator(".flash")).to_have_text("You have logged out.")
     expect(page.locator("header")).to_contain_text("Log in")
     page.context.close()
 
@@ -138,3 +195,102 @@ def test_private_room_is_not_offered_to_non_members(browser, gateway):
     assert page.locator("[data-room=staff]").count() == 0
     response = page.goto(gateway.base_url + "rooms/staff/")
     assert response.status == 404
+    expect(page.locator("h1")).to_have_text("Page not found")
+    page.click("text=Back to the rooms")
+    page.wait_for_url(gateway.base_url)
+
+
+def socket_channels(gateway, username):
+    """The channels of the user's connected sessions, as the gateway's database has them."""
+    rows = gateway.query(
+        "SELECT s.channel_name FROM django_aws_api_gateway_websockets_websocketsession s"
+        " JOIN auth_user u ON u.id = s.user_id WHERE u.username = %s AND s.connected",
+        username,
+    )
+    return sorted(channel for (channel,) in rows)
+
+
+def expect_in_room(page, gateway, slug, title):
+    """The URL, the page and demo's socket all in room ``slug``."""
+    expect(page).to_have_url(gateway.base_url + f"rooms/{slug}/")
+    expect(page.locator("#room-title")).to_have_text(title)
+    expect(page).to_have_title(f"{title} · Serverless Django WebSockets")
+    expect(page.locator("[aria-current=page]")).to_have_attribute("data-room", slug)
+    expect(page.locator("body")).to_have_attribute("data-socket", "open", timeout=15000)
+    deadline = time.monotonic() + 10
+    while socket_channels(gateway, "demo") != [slug] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert socket_channels(gateway, "demo") == [slug]
+
+
+def test_back_and_forward_switch_rooms_with_the_url(browser, gateway):
+    page = logged_in_page(browser, gateway, "demo")  # no other test's page is demo's
+    page.fill("#message", "Said in General")
+    page.press("#message", "Enter")
+    expect_last_message(page, "demo", "Said in General")
+    pages_loaded = len([url for url in page.traffic.requests if "/rooms/" in url])
+
+    page.click("[data-room=random]")
+    expect_in_room(page, gateway, "random", "Random")
+    expect(page.locator("#messages li", has_text="Said in General")).to_have_count(0)
+
+    page.go_back()
+    expect_in_room(page, gateway, "general", "General")
+    expect_last_message(page, "demo", "Said in General")  # the room's history, fetched again
+
+    page.go_forward()
+    expect_in_room(page, gateway, "random", "Random")
+    # Still one page: the switches never reloaded it.
+    assert len([url for url in page.traffic.requests if "/rooms/" in url]) == pages_loaded
+    page.context.close()
+
+
+def test_an_expired_login_is_named_and_not_retried(browser, gateway):
+    page = logged_in_page(browser, gateway, "alice")
+    (session_key,) = [c["value"] for c in page.context.cookies() if c["name"] == "sessionid"]
+    token_requests = []  # held until the test lets them through
+    page.route("**/api/ws-token/", lambda route: token_requests.append(route))
+    sockets_before = len(page.traffic.sockets)
+    page.reload()
+    while not token_requests:
+        page.wait_for_timeout(50)
+    # The page was served to a logged-in user; by the time its token request arrives, the
+    # session is gone from the server, as when it expires.
+    gateway.query("DELETE FROM django_session WHERE session_key = %s", session_key)
+    token_requests[0].continue_()
+    notice = page.locator("#notice-text")
+    expect(notice).to_contain_text("Authentication required", timeout=10000)
+    expect(notice).to_contain_text("your login has probably expired")
+    relogin = page.locator("#relogin")
+    expect(relogin).to_be_visible()
+    assert relogin.get_attribute("href") == "/dev/login/?next=%2Fdev%2Frooms%2Fgeneral%2F"
+    expect(page.locator("#retry")).to_be_hidden()
+    page.wait_for_timeout(2500)  # longer than the first retry delay would be
+    assert len(token_requests) == 1
+    assert len(page.traffic.sockets) == sockets_before
+    page.context.close()
+
+
+def test_a_refused_connect_names_the_cause_and_is_retried_as_the_page_says(
+    browser, refusing_gateway
+):
+    page = logged_in_page(browser, refusing_gateway, "alice", socket="closed")
+    port = urlsplit(refusing_gateway.base_url).port
+    notice = page.locator("#notice-text")
+    expect(notice).to_contain_text(
+        f"The WebSocket server refused the connection or could not be reached"
+        f" (localhost:{port}, from this page on 127.0.0.1:{port})."
+    )
+    expect(notice).to_contain_text("ALLOWED_HOSTS")
+    expect(notice).to_contain_text("(attempt 2 of 4)")
+    expect(notice).to_contain_text("Stopped after 4 attempts.", timeout=15000)
+    expect(page.locator("#retry")).to_be_visible()
+    expect(page.locator("#relogin")).to_be_hidden()
+    assert len(page.traffic.sockets) == 4
+    page.wait_for_timeout(2500)  # longer than the last wait between attempts
+    assert len(page.traffic.sockets) == 4, "it stopped, as it said"
+
+    page.click("#retry")
+    expect(notice).to_contain_text("(attempt 2 of 4)", timeout=10000)
+    assert len(page.traffic.sockets) == 5
+    page.context.close()

@@ -7,8 +7,10 @@ from unittest.mock import Mock, patch
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, RequestFactory, override_settings
+from django.views.defaults import permission_denied
 
 from django_aws_api_gateway_websockets.models import WebSocketSession
 from tests.seed.headers import api_gateway_connect_headers, api_gateway_headers
@@ -212,3 +214,82 @@ def test_removed_member_stops_receiving_and_reading(users, rooms, api_gateway, a
     recipients = {c.kwargs["ConnectionId"] for c in aws_client.post_to_connection.call_args_list}
     assert recipients == {"alice-1"}
     assert message({"action": "fetch_history"}, "bob-1").status_code == 403
+
+
+FAVICON = '<link rel="icon" href="/static/websocket_app/favicon.svg" type="image/svg+xml">'
+STYLESHEET = '<link rel="stylesheet" href="/static/websocket_app/chat.css">'
+
+
+@override_settings(LOGOUT_REDIRECT_URL=None)
+def test_logout_lands_on_the_chats_login_page_not_the_admins(users):
+    client = Client()
+    client.force_login(users["alice"])
+    response = client.post("/logout/", follow=True)
+    assert response.redirect_chain == [("/login/", 302)]
+    assert "registration/login.html" in [t.name for t in response.templates]
+    assert "You have logged out." in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+@override_settings(LOGIN_URL="/accounts/login/", LOGIN_REDIRECT_URL="/accounts/profile/")
+def test_login_redirects_stay_in_the_chat_whatever_the_project_settings(users, rooms):
+    """A project with Django's defaults has no /accounts/ pages."""
+    client = Client()
+    assert client.get("/rooms/general/")["Location"] == "/login/?next=/rooms/general/"
+    logged_in = client.post("/login/", {"username": "alice", "password": "alice"})
+    assert logged_in["Location"] == "/"
+    after_next = client.post(
+        "/login/?next=/rooms/general/", {"username": "alice", "password": "alice"}
+    )
+    assert after_next["Location"] == "/rooms/general/"
+
+
+def test_room_page_passes_the_login_url_to_the_script(users, rooms):
+    client = Client()
+    client.force_login(users["alice"])
+    assert client.get("/rooms/general/").context["client_config"]["loginUrl"] == "/login/"
+
+
+def test_not_found_is_the_chats_styled_page(users, rooms):
+    client = Client()
+    client.force_login(users["mallory"])
+    for path in ("/rooms/nowhere/", "/rooms/team-a/", "/no/such/page/"):
+        response = client.get(path)
+        assert response.status_code == 404
+        page = response.content.decode()
+        assert "404.html" in [t.name for t in response.templates]
+        assert STYLESHEET in page and "Page not found" in page and "Back to the rooms" in page
+        assert f"<code>{path}</code>" in page
+        assert "mallory" in page  # the usual header, with the user logged in
+
+
+def test_a_stale_form_gets_the_chats_styled_403():
+    """A login form posted without its CSRF cookie (opened before a logout in another tab)."""
+    response = Client(enforce_csrf_checks=True).post(
+        "/login/", {"username": "alice", "password": "alice"}
+    )
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert STYLESHEET in page and "This form has expired" in page and FAVICON in page
+
+
+def test_permission_denied_is_the_chats_styled_403(users):
+    request = RequestFactory().get("/rooms/general/")
+    request.user = users["alice"]
+    response = permission_denied(request, PermissionDenied("no"))
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert STYLESHEET in page and "Access denied" in page and "Back to the rooms" in page
+
+
+def test_every_page_declares_a_favicon_that_is_served(users, rooms):
+    client = Client()
+    pages = [client.get("/"), client.get("/login/"), client.get("/no/such/page/")]
+    client.force_login(users["alice"])
+    pages.append(client.get("/rooms/general/"))
+    for page in pages:
+        assert FAVICON in page.content.decode()
+    icon = client.get("/static/websocket_app/favicon.svg")
+    assert icon.status_code == 200
+    assert icon["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(icon.streaming_content)

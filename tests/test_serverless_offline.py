@@ -264,6 +264,7 @@ def test_two_browsers_chat_on_the_documented_urls(offline):
     from playwright.sync_api import expect, sync_playwright
 
     from tests.browsers import launch_chromium
+    from tests.test_e2e_browser import expect_last_message
 
     site = f"http://localhost:{offline.http_port}/"
     with sync_playwright() as playwright:
@@ -283,8 +284,6 @@ def test_two_browsers_chat_on_the_documented_urls(offline):
             expect(alice.locator("#presence li")).to_have_text(["alice", "bob"], timeout=15000)
             alice.fill("#message", "Hi Bob, through serverless-offline")
             alice.click("#composer button")
-            expect(bob.locator("#messages li").last).to_contain_text(
-                "alice: Hi Bob, through serverless-offline", timeout=15000
-            )
+            expect_last_message(bob, "alice", "Hi Bob, through serverless-offline", timeout=15000)
         finally:
             browser.close()

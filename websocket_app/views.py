@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.views import LogoutView
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -141,6 +143,9 @@ class RoomView(LoginRequiredMixin, AppChannelWebSocketMixin, TemplateView):
     """The chat page of one room; rooms the user may not join do not exist for them."""
 
     template_name = "websocket_app/room.html"
+    # The chat's own login page, whatever LOGIN_URL the project has (Django's default,
+    # /accounts/login/, does not exist here).
+    login_url = "login"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         room = get_object_or_404(Room, slug=self.kwargs["channel"])
@@ -152,6 +157,20 @@ class RoomView(LoginRequiredMixin, AppChannelWebSocketMixin, TemplateView):
             "url": context["websocket_url"],
             "channel": context["websocket_channel"],
             "tokenUrl": reverse("websocket_token"),
+            "loginUrl": reverse("login"),
             "username": self.request.user.get_username(),
         }
         return context
+
+
+class ChatLogoutView(LogoutView):
+    """Log out back to the chat's login page: without a redirect, Django renders
+    ``registration/logged_out.html``, which is the admin's "Logged out" page."""
+
+    next_page = "login"
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        # After logout(): the flushed session would lose a message stored in it before.
+        messages.info(request, "You have logged out.", fail_silently=True)
+        return response

@@ -5,7 +5,9 @@ import { describe, test, mock } from "node:test";
 import assert from "node:assert/strict";
 
 import {
+  ConnectRefusedError,
   SocketClosedError,
+  TokenRequestError,
   WebSocketClient,
   backoffDelay,
   readCookie,
@@ -182,7 +184,9 @@ describe("token request", () => {
       fetch: makeFetch([{ status: 403, body: { error: "Authentication required" } }]),
     });
     await assert.rejects(env.client.connect(), (error) => {
+      assert.ok(error instanceof TokenRequestError);
       assert.equal(error.status, 403);
+      assert.equal(error.detail, "Authentication required");
       assert.match(error.message, /403.*Authentication required/);
       return true;
     });
@@ -194,14 +198,22 @@ describe("token request", () => {
 
   test("connect rejects when the token request itself fails (network error)", async () => {
     const env = setup({ fetch: makeFetch([new TypeError("Failed to fetch")]) });
-    await assert.rejects(env.client.connect(), /Failed to fetch/);
+    await assert.rejects(
+      env.client.connect(),
+      (error) => error instanceof TypeError && !(error instanceof TokenRequestError),
+    );
     assert.equal(env.sockets.length, 0);
     assert.equal(env.client.state, "closed");
   });
 
   test("connect rejects when the answer has no token", async () => {
     const env = setup({ fetch: makeFetch([{ status: 200, body: { expires_in: 60 } }]) });
-    await assert.rejects(env.client.connect(), /token request failed/);
+    await assert.rejects(env.client.connect(), (error) => {
+      assert.ok(error instanceof TokenRequestError);
+      assert.match(error.message, /token request failed \(HTTP 200\)$/);
+      assert.equal(error.detail, null);
+      return true;
+    });
     assert.equal(env.sockets.length, 0);
   });
 });
@@ -248,7 +260,13 @@ describe("connect", () => {
     const connected = env.client.connect();
     await flush();
     env.lastSocket().simulateClose(1006); // closes without ever opening
-    await assert.rejects(connected, SocketClosedError);
+    await assert.rejects(connected, (error) => {
+      // Still a SocketClosedError for existing callers; the subclass says it was refused.
+      assert.ok(error instanceof SocketClosedError);
+      assert.ok(error instanceof ConnectRefusedError);
+      assert.equal(error.code, 1006);
+      return true;
+    });
     assert.equal(env.client.state, "closed");
     assert.equal(env.timers.pending.size, 0);
   });
@@ -617,7 +635,11 @@ describe("close", () => {
     const env = setup();
     const connected = env.client.connect();
     env.client.close();
-    await assert.rejects(connected, SocketClosedError);
+    // Abandoned, not refused: a page can tell the two apart.
+    await assert.rejects(
+      connected,
+      (error) => error instanceof SocketClosedError && !(error instanceof ConnectRefusedError),
+    );
     await flush();
     assert.equal(env.sockets.length, 0);
     assert.equal(env.client.state, "stopped");
@@ -652,5 +674,16 @@ describe("exports", () => {
     const error = new SocketClosedError("gone");
     assert.ok(error instanceof Error);
     assert.equal(error.name, "SocketClosedError");
+  });
+
+  test("ConnectRefusedError and TokenRequestError carry their names and details", () => {
+    const refused = new ConnectRefusedError("refused", 1006);
+    assert.ok(refused instanceof SocketClosedError);
+    assert.equal(refused.name, "ConnectRefusedError");
+    assert.equal(refused.code, 1006);
+    const token = new TokenRequestError("no token", 403, "Authentication required");
+    assert.ok(token instanceof Error && !(token instanceof SocketClosedError));
+    assert.equal(token.name, "TokenRequestError");
+    assert.deepEqual([token.status, token.detail], [403, "Authentication required"]);
   });
 });

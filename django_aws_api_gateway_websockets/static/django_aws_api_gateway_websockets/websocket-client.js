@@ -25,6 +25,34 @@ export class SocketClosedError extends Error {
   name = "SocketClosedError";
 }
 
+/**
+ * The socket closed before it opened: the server refused the $connect (the
+ * view answered 4xx) or could not be reached. Browsers give no status, only
+ * the close `code` (1006 in both cases). A SocketClosedError, so existing
+ * `instanceof SocketClosedError` checks still catch it; other
+ * SocketClosedErrors from connect() mean the attempt was abandoned on purpose
+ * (changeChannel(), close()).
+ */
+export class ConnectRefusedError extends SocketClosedError {
+  name = "ConnectRefusedError";
+
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** The token view did not issue a token: `status` is its HTTP status, `detail` its `error`. */
+export class TokenRequestError extends Error {
+  name = "TokenRequestError";
+
+  constructor(message, status, detail = null) {
+    super(message);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
 /** Value of cookie `name`, or null. Django's CSRF cookie is read this way. */
 export function readCookie(name, cookieString = globalThis.document?.cookie ?? "") {
   for (const pair of cookieString.split(";")) {
@@ -137,9 +165,10 @@ export class WebSocketClient {
 
   /**
    * Resolves once the socket is open. Rejects when the token request fails or
-   * the server refuses the connect (the socket closes without opening); a
-   * failed first connect is not retried, since a 403 (logged out) would only
-   * fail again. Calling it while already connecting or open is harmless.
+   * the server refuses the connect (the socket closes without opening): with a
+   * TokenRequestError or a ConnectRefusedError, so a page can say why. A failed
+   * first connect is not retried here, since a 403 (logged out) would only fail
+   * again: the page decides. Calling it while already connecting or open is harmless.
    */
   async connect() {
     if (this.#pending) return this.#pending;
@@ -222,7 +251,9 @@ export class WebSocketClient {
               this.#scheduleReconnect(`connection lost (code ${event.code})`);
             } else {
               // All the browser tells us about a refused $connect (bad token, 403).
-              reject(new SocketClosedError(`WebSocket closed before opening (code ${event.code})`));
+              reject(
+                new ConnectRefusedError(`WebSocket closed before opening (code ${event.code})`, event.code),
+              );
             }
           };
         })
@@ -264,10 +295,9 @@ export class WebSocketClient {
     });
     const body = await response.json().catch(() => null);
     if (!response.ok || typeof body?.token !== "string" || !body.token) {
-      const detail = body?.error ? `: ${body.error}` : "";
-      const error = new Error(`WebSocket token request failed (HTTP ${response.status})${detail}`);
-      error.status = response.status;
-      throw error;
+      const detail = typeof body?.error === "string" ? body.error : null;
+      const message = `WebSocket token request failed (HTTP ${response.status})`;
+      throw new TokenRequestError(detail ? `${message}: ${detail}` : message, response.status, detail);
     }
     return body.token;
   }

@@ -1,13 +1,39 @@
 // The example chat page: everything it does goes through the library's browser client.
 // "websocket-client" is mapped to the library's static file by the page's import map.
-import { SocketClosedError, WebSocketClient } from "websocket-client";
+import {
+  ConnectRefusedError,
+  SocketClosedError,
+  TokenRequestError,
+  WebSocketClient,
+  backoffDelay,
+} from "websocket-client";
+
+// A first connect (page load, room change) that fails is tried this many times in all, with
+// the client's backoff, then the page stops and offers "Try again". A token refusal (logged
+// out) is not retried: it would only fail again. A connection that was open and dropped is
+// the client's to retry, for ever.
+const CONNECT_ATTEMPTS = 4;
+
+const STATE_LABELS = {
+  connecting: "connecting…",
+  open: "connected",
+  reconnecting: "connection lost; reconnecting…",
+  closed: "not connected",
+  stopped: "not connected",
+};
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const messages = document.getElementById("messages");
 const presence = document.getElementById("presence");
 const status = document.getElementById("status");
-const notice = document.getElementById("notice");
+const noticeText = document.getElementById("notice-text");
+const retryButton = document.getElementById("retry");
+const reloginLink = document.getElementById("relogin");
 const input = document.getElementById("message");
+const roomTitle = document.getElementById("room-title");
+const roomLinks = [...document.querySelectorAll("[data-room]")];
+const siteName = document.title.split(" · ").at(-1);
+const socketHost = new URL(config.url).host;
 
 const client = new WebSocketClient({
   url: config.url,
@@ -15,12 +41,42 @@ const client = new WebSocketClient({
   tokenUrl: config.tokenUrl,
 });
 
+function say(text, { retry = false, relogin = false } = {}) {
+  noticeText.textContent = text;
+  retryButton.hidden = !retry;
+  reloginLink.hidden = !relogin;
+  if (relogin) reloginLink.href = `${config.loginUrl}?next=${encodeURIComponent(location.pathname)}`;
+}
+
+// Today's messages show the time, older ones the date too; the full date is the tooltip.
+function formatTime(date) {
+  const today = date.toDateString() === new Date().toDateString();
+  const options = { hour: "2-digit", minute: "2-digit" };
+  if (!today) Object.assign(options, { day: "numeric", month: "short" });
+  return date.toLocaleString(undefined, options);
+}
+
 function showMessage(event) {
   const item = document.createElement("li");
-  const who = document.createElement("strong");
-  who.textContent = event.user;
-  item.append(who, ": ", event.message);
   item.dataset.user = event.user;
+  const who = document.createElement("strong");
+  who.className = "user";
+  who.textContent = event.user;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.append(who);
+  const sent = new Date(event.created_on);
+  if (!Number.isNaN(sent.getTime())) {
+    const when = document.createElement("time");
+    when.dateTime = event.created_on;
+    when.title = sent.toLocaleString();
+    when.textContent = formatTime(sent);
+    meta.append(" ", when);
+  }
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = event.message;
+  item.append(meta, text);
   messages.append(item);
   item.scrollIntoView({ block: "end" });
 }
@@ -35,6 +91,68 @@ function showPresence(users) {
   );
 }
 
+// Why a connect failed, in words a developer can act on, and whether trying again can help;
+// null when the attempt was abandoned on purpose (a newer room change took over).
+function diagnose(error) {
+  if (error instanceof TokenRequestError) {
+    if (error.status === 401 || error.status === 403) {
+      const why = error.detail ?? `HTTP ${error.status}`;
+      return {
+        retry: false,
+        text: `The site refused a connection token (${why}): your login has probably expired.`,
+      };
+    }
+    return { retry: true, text: `The site could not issue a connection token (HTTP ${error.status}).` };
+  }
+  if (error instanceof ConnectRefusedError) {
+    const where =
+      location.host === socketHost ? socketHost : `${socketHost}, from this page on ${location.host}`;
+    return {
+      retry: true,
+      text:
+        `The WebSocket server refused the connection or could not be reached (${where}). ` +
+        "Usually the socket's host is not in ALLOWED_HOSTS or this page's origin is not allowed " +
+        '(WEBSOCKETS["allowed_origins"]); the server\'s log names the check.',
+    };
+  }
+  if (error instanceof SocketClosedError) return null;
+  return { retry: true, text: "The site could not be reached." };
+}
+
+let retryTimer = null;
+
+function cancelRetry() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+}
+
+// start() is one attempt (connect or changeChannel); failures follow CONNECT_ATTEMPTS.
+function connectWithRetries(start, attempt = 1) {
+  cancelRetry();
+  start().then(
+    () => say(""),
+    (error) => {
+      const problem = diagnose(error);
+      if (problem === null) return;
+      if (!problem.retry) {
+        say(problem.text, { relogin: true });
+      } else if (attempt < CONNECT_ATTEMPTS) {
+        const delay = backoffDelay(attempt - 1);
+        const seconds = Math.max(1, Math.round(delay / 1000));
+        say(`${problem.text} Retrying in ${seconds} s (attempt ${attempt + 1} of ${CONNECT_ATTEMPTS}).`);
+        retryTimer = setTimeout(() => connectWithRetries(() => client.connect(), attempt + 1), delay);
+      } else {
+        say(`${problem.text} Stopped after ${CONNECT_ATTEMPTS} attempts.`, { retry: true });
+      }
+    },
+  );
+}
+
+retryButton.addEventListener("click", () => {
+  say("");
+  connectWithRetries(() => client.connect());
+});
+
 client.on("chat_message", (event) => {
   if (event.room === client.channel) showMessage(event);
 });
@@ -47,10 +165,10 @@ client.on("presence", (event) => {
   if (event.room === client.channel) showPresence(event.users);
 });
 client.on("error", (event) => {
-  notice.textContent = event.error ?? "Something went wrong";
+  say(event.error ?? "Something went wrong");
 });
 client.onState((state) => {
-  status.textContent = state;
+  status.textContent = STATE_LABELS[state] ?? state;
   document.body.dataset.socket = state;
   // History on join: API Gateway cannot push during $connect, so ask once open.
   if (state === "open") client.sendAction("fetch_history");
@@ -63,31 +181,46 @@ document.getElementById("composer").addEventListener("submit", (submitted) => {
   try {
     client.sendAction("chat_message", { message: text });
     input.value = "";
-    notice.textContent = "";
+    say("");
   } catch (error) {
     if (!(error instanceof SocketClosedError)) throw error;
-    notice.textContent = "Not connected: your message was not sent. Reconnecting…";
+    say("Not connected: your message was not sent.");
   }
 });
 
-// Switching rooms keeps the page: the client closes and reconnects to the new channel.
-document.querySelectorAll("[data-room]").forEach((link) => {
-  link.addEventListener("click", async (clicked) => {
+// Switching rooms keeps the page: the client closes and reconnects to the new channel. Each
+// switch is a history entry, so Back and Forward switch too (popstate).
+function joinRoom(room) {
+  const link = roomLinks.find((candidate) => candidate.dataset.room === room);
+  for (const other of roomLinks) {
+    if (other === link) other.setAttribute("aria-current", "page");
+    else other.removeAttribute("aria-current");
+  }
+  roomTitle.textContent = link.textContent;
+  document.title = `${link.textContent} · ${siteName}`;
+  messages.replaceChildren();
+  presence.replaceChildren();
+  say("");
+  connectWithRetries(() => client.changeChannel(room));
+}
+
+for (const link of roomLinks) {
+  link.addEventListener("click", (clicked) => {
+    // A new tab or window is the browser's business.
+    if (clicked.button !== 0 || clicked.metaKey || clicked.ctrlKey || clicked.shiftKey) return;
     clicked.preventDefault();
-    const room = link.dataset.room;
-    document.querySelectorAll("[data-room]").forEach((other) => {
-      other.toggleAttribute("aria-current", other === link);
-    });
-    document.getElementById("room-title").textContent = link.textContent;
-    history.pushState({}, "", link.href);
-    try {
-      await client.changeChannel(room);
-    } catch {
-      notice.textContent = "Could not join that room.";
-    }
+    if (link.dataset.room === client.channel) return;
+    history.pushState({ room: link.dataset.room }, "", link.href);
+    joinRoom(link.dataset.room);
   });
+}
+
+history.replaceState({ room: config.channel }, "", location.href);
+window.addEventListener("popstate", (event) => {
+  const room = event.state?.room;
+  // An entry this page did not make (or a room no longer listed): let the server decide.
+  if (!roomLinks.some((link) => link.dataset.room === room)) location.reload();
+  else if (room !== client.channel) joinRoom(room);
 });
 
-client.connect().catch(() => {
-  notice.textContent = "Could not connect; retrying.";
-});
+connectWithRetries(() => client.connect());
