@@ -6,6 +6,8 @@ import re
 import signal
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from django_aws_api_gateway_websockets.local_gateway import GatewayLimits, LocalApiGateway
@@ -44,6 +46,17 @@ class Command(BaseCommand):
         parser.add_argument("--idle-timeout", type=float, default=600, help="Seconds (AWS: 600).")
         parser.add_argument("--max-duration", type=float, default=7200, help="Seconds (AWS: 7200).")
         parser.add_argument("--workers", type=int, default=8, help="Concurrent invocations.")
+        parser.add_argument(
+            "--nostatic",
+            action="store_false",
+            dest="use_static_handler",
+            help="Do not serve static files, even with DEBUG on (as runserver --nostatic).",
+        )
+        parser.add_argument(
+            "--insecure",
+            action="store_true",
+            help="Serve static files even with DEBUG off (as runserver --insecure).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
@@ -56,7 +69,7 @@ class Command(BaseCommand):
         # boto3 refuses to sign without credentials; the emulator never checks them.
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        handler = make_lambda_handler()
+        handler = make_lambda_handler(serve_static=serves_static_files(options))
         gateway = LocalApiGateway(
             handler,
             host=options["host"],
@@ -100,6 +113,16 @@ class Command(BaseCommand):
         self.stdout.write("Stopping: closing connections (each gets its $disconnect)...")
         await gateway.stop()
         self.stdout.write("Stopped.")
+
+
+def serves_static_files(options: dict[str, Any]) -> bool:
+    """Whether the emulator answers ``STATIC_URL`` itself: runserver's rule (DEBUG, or
+    ``--insecure``; never with ``--nostatic`` or without ``django.contrib.staticfiles``)."""
+    if not options["use_static_handler"]:
+        return False
+    return apps.is_installed("django.contrib.staticfiles") and (
+        settings.DEBUG or options["insecure"]
+    )
 
 
 def register_local_gateway(gateway: LocalApiGateway) -> ApiGateway:
