@@ -34,6 +34,7 @@ from websockets.server import ServerProtocol
 
 from . import events
 from .http import BadRequest, Request, read_request, response_bytes
+from .sigv4 import SignatureCheck
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,12 @@ class LocalApiGateway:
         context_factory: Callable[[], Any] = CONTEXT_FACTORY_DEFAULT,
         socket_host: str | None = None,
         site_stage: str = "",
+        signature_check: SignatureCheck | None = None,
     ) -> None:
         self.handler = handler
+        # None: @connections answers any request (the class on its own, in tests); the
+        # runapigateway command passes one, so requests are verified as AWS verifies them.
+        self.signature_check = signature_check
         self.host = host
         self.socket_host = socket_host or host
         self.site_stage = site_stage.strip("/")
@@ -271,6 +276,15 @@ class LocalApiGateway:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         prefix = self.management_prefix
         if request.path.startswith(prefix):
+            refusal = self.signature_check and self.signature_check.refusal(request)
+            if refusal:
+                logger.warning(
+                    "@connections %s refused (403 %s): %s",
+                    request.method,
+                    refusal.error_type,
+                    refusal.detail,
+                )
+                return _aws_error(403, refusal.error_type, refusal.message)
             return await self._management(request, unquote(request.path[len(prefix) :]))
         if not self._serves_site(request):
             # API Gateway's answer for a path outside the REST API's stage, or on a WebSocket
