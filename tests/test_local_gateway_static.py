@@ -51,3 +51,26 @@ def test_without_debug_static_files_are_left_to_the_project(database_url):
         gateway.stop()
     assert status == 404
     assert CLIENT_SOURCE not in body
+
+
+@pytest.mark.parametrize(
+    ("debug", "flags", "served"),
+    [
+        (True, {}, True),
+        (True, {"use_static_handler": False}, False),  # --nostatic
+        (False, {}, False),
+        (False, {"insecure": True}, True),  # --insecure
+    ],
+)
+def test_runservers_rule_decides_who_serves_static_files(settings, debug, flags, served):
+    from django_aws_api_gateway_websockets.management.commands.runapigateway import (
+        serves_static_files,
+    )
+
+    settings.DEBUG = debug
+    options = {"use_static_handler": True, "insecure": False, **flags}
+    assert serves_static_files(options) is served
+    settings.INSTALLED_APPS = [
+        app for app in settings.INSTALLED_APPS if app != "django.contrib.staticfiles"
+    ]
+    assert serves_static_files(options) is False
