@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -417,26 +418,34 @@ def test_a_site_stage_must_be_a_name_other_than_the_socket_stage(site_stage):
         call_command("runapigateway", "--site-stage", site_stage)
 
 
-@pytest.fixture
-def gateway_log():
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def gateway_records():
     """What the gateway logs (its own handler: the Lambda handler's logging may have turned
     propagation off on the library's loggers)."""
-
-    class Records(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.DEBUG)
-            self.records: list[logging.LogRecord] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.records.append(record)
-
     logger = logging.getLogger("django_aws_api_gateway_websockets.local_gateway")
     handler, level = Records(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+def gateway_log():
+    with gateway_records() as records:
+        yield records
 
 
 def raw_socket(gateway) -> socket.socket:

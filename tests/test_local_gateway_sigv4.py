@@ -23,9 +23,10 @@ from django_aws_api_gateway_websockets.connections_http import FanOut, Signer, t
 from django_aws_api_gateway_websockets.local_gateway import SignatureCheck
 from django_aws_api_gateway_websockets.management.commands.runapigateway import signature_check
 from tests.e2e_support import GatewayProcess, e2e_database
-from tests.test_local_gateway import StubHandler, running_gateway, wait_for
+from tests.test_local_gateway import StubHandler, gateway_records, running_gateway, wait_for
 
 ACCESS_KEY, SECRET_KEY, REGION = "AKIDPROJECT", "project-secret", "eu-west-1"
+MISSING = "MissingAuthenticationTokenException"
 
 
 @pytest.fixture
@@ -103,7 +104,15 @@ def test_temporary_credentials_need_their_session_token(stub):
     next(gateways, None)
 
 
-def test_an_unsigned_request_is_403_missing_authentication_token(gateway, socket_and_id):
+@pytest.fixture
+def gateway_log():
+    with gateway_records() as records:
+        yield records
+
+
+def test_an_unsigned_request_is_403_missing_authentication_token(
+    gateway, socket_and_id, gateway_log
+):
     ws, connection_id = socket_and_id
     url = f"{gateway.management_url}/@connections/{connection_id}"
     for method, data in (("POST", b'{"forged": true}'), ("GET", None), ("DELETE", None)):
@@ -114,6 +123,12 @@ def test_an_unsigned_request_is_403_missing_authentication_token(gateway, socket
         assert json.loads(error.value.read()) == {"message": "Missing Authentication Token"}
     assert nothing_arrives(ws)
     assert connection_id in gateway.connections
+    # One line each, saying why, without a traceback.
+    lines = [(r.levelname, r.getMessage(), r.exc_info) for r in gateway_log]
+    assert [line for line in lines if line[0] != "INFO"] == [
+        ("WARNING", f"@connections {method} refused (403 {MISSING}): no Authorization header", None)
+        for method in ("POST", "GET", "DELETE")
+    ]
 
 
 @pytest.mark.parametrize(
