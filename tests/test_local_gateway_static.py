@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from django.core.management.base import CommandError
 
 from tests.e2e_support import ROOT, GatewayProcess, e2e_database
 
@@ -70,6 +71,11 @@ def test_runservers_rule_decides_who_serves_static_files(settings, debug, flags,
     settings.DEBUG = debug
     options = {"use_static_handler": True, "insecure": False, **flags}
     assert serves_static_files(options) is served
+    if served:
+        settings.STATIC_URL = None  # runserver refuses to start; so does this command
+        with pytest.raises(CommandError, match="STATIC_URL.*--nostatic"):
+            serves_static_files(options)
+        settings.STATIC_URL = "/static/"
     settings.INSTALLED_APPS = [
         app for app in settings.INSTALLED_APPS if app != "django.contrib.staticfiles"
     ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from django_aws_api_gateway_websockets import aws
@@ -169,9 +170,17 @@ def serves_static_files(options: dict[str, Any]) -> bool:
     ``--insecure``; never with ``--nostatic`` or without ``django.contrib.staticfiles``)."""
     if not options["use_static_handler"]:
         return False
-    return apps.is_installed("django.contrib.staticfiles") and (
-        settings.DEBUG or options["insecure"]
-    )
+    if not apps.is_installed("django.contrib.staticfiles"):
+        return False
+    if not (settings.DEBUG or options["insecure"]):
+        return False
+    from django.contrib.staticfiles.utils import check_settings
+
+    try:
+        check_settings()  # what runserver's handler checks first: STATIC_URL set, not MEDIA_URL
+    except ImproperlyConfigured as error:
+        raise CommandError(f"{error} (or pass --nostatic)") from None
+    return True
 
 
 def register_local_gateway(gateway: LocalApiGateway) -> ApiGateway:
