@@ -67,7 +67,7 @@ def client_went_away(error: BaseException) -> bool:
     )
 
 
-def log_client_gone(who: str, error: BaseException) -> None:
+def log_client_gone(who: str, error: OSError) -> None:
     """The one line a vanished client is worth: routine for browsers, so INFO, no traceback."""
     logger.info("Client went away: %s (%s)", who, error.strerror or error)
 

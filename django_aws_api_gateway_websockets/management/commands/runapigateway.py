@@ -160,7 +160,7 @@ def signature_check(options: dict[str, Any]) -> SignatureCheck | None:
 
 def describe_check(check: SignatureCheck | None) -> str:
     if check is None:
-        return "not verified (--no-verify-signature)"
+        return "not verified (turned off)"
     key = check.credentials.get_frozen_credentials().access_key
     return f"SigV4 verified (execute-api, {check.region}, access key {key})"
 
