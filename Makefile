@@ -8,7 +8,7 @@ PORT ?= 8001
 # origin do not reach it, as with API Gateway's two hosts on AWS.
 SOCKET_HOST ?= localhost
 
-.PHONY: install run test lint clean
+.PHONY: install browser run test lint clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
+# Chromium for the browser tests: Debian's (apt-get, as root or with sudo -n), else Playwright's
+# download; when neither is possible it stops with what to run.
+browser: install
+	$(PY) -m tests.browsers
+
 run: install
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py migrate --noinput
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py createdemo
@@ -25,7 +30,7 @@ run: install
 	@echo "Pages chat over ws://$(SOCKET_HOST):$(PORT)/local: another host, as on AWS"
 	AWS_GATEWAY_REGION_NAME=$${AWS_GATEWAY_REGION_NAME:-us-east-1} $(PY) manage.py runapigateway --host $(HOST) --port $(PORT) --socket-host $(SOCKET_HOST)
 
-test: install
+test: install browser
 	$(PY) -m coverage erase
 	$(PY) -W error::DeprecationWarning -W error::PendingDeprecationWarning -m coverage run --parallel -m pytest --ds tests.settings
 	$(PY) -m coverage combine --quiet

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -32,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, django_env, percentile, setup_django, throwaway_database  # noqa: E402
+
+from django_aws_api_gateway_websockets.serverless.packaging import compile_bytecode  # noqa: E402
 
 ROOM = 10
 
@@ -124,6 +127,12 @@ def main() -> None:
     parser.add_argument("--database-url")
     arguments = parser.parse_args()
     rtt = arguments.rtt_ms / 1000
+    # As on Lambda, which sets no CA bundle variables (this machine does).
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.pop(name, None)
+    # As deployed: the package carries the bytecode zappa's prebuild_script writes (this
+    # machine sets PYTHONDONTWRITEBYTECODE, so the fresh processes would compile from source).
+    compile_bytecode(ROOT)
 
     port = free_port()
     server = subprocess.Popen(

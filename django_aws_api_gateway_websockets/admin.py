@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -29,23 +29,62 @@ def user_lookup() -> str:
 
 
 def _run_for_each(
-    modeladmin: admin.ModelAdmin,
     request: HttpRequest,
-    queryset: QuerySet[ApiGateway],
+    queryset: Iterable[ApiGateway],
     operation: Callable[[ApiGateway], None],
-    done: str,
+    already_done: Callable[[ApiGateway], bool],
+    what: str,
 ) -> None:
-    """Run ``operation`` on each gateway and report each real success or failure."""
+    """Run ``operation`` on each gateway and report each real success or failure; a row
+    already done is reported as such (the operation would do nothing).
+
+    Messages go through ``django.contrib.messages`` directly, not the ModelAdmin: the
+    original's actions could be called as plain functions (``modeladmin`` None).
+    """
     for gateway in queryset:
+        if already_done(gateway):
+            text = f"{gateway.api_name}: {what} already created; nothing to do."
+            messages.add_message(request, messages.INFO, text)
+            continue
         try:
             operation(gateway)
         except GatewayProvisioningError as error:
-            modeladmin.message_user(request, str(error), level=messages.ERROR)
+            messages.add_message(request, messages.ERROR, str(error))
         else:
-            modeladmin.message_user(request, f"{gateway.api_name}: {done}", messages.SUCCESS)
+            messages.add_message(request, messages.SUCCESS, f"{gateway.api_name}: {what} created.")
 
 
-class AdditionalRouteInline(admin.TabularInline):
+# Module-level actions with the original package's names and labels: the changelist's
+# ``action`` value is the function name, so forms and tests written for it keep working.
+@admin.action(description="Create API Gateway")
+def create_api_gateway(
+    modeladmin: admin.ModelAdmin | None, request: HttpRequest, queryset: Iterable[ApiGateway]
+) -> None:
+    _run_for_each(
+        request,
+        queryset,
+        lambda gateway: gateway.create_gateway(),
+        lambda gateway: gateway.api_created,
+        "API Gateway",
+    )
+
+
+@admin.action(description="Create Custom Domain")
+def create_custom_domain(
+    modeladmin: admin.ModelAdmin | None, request: HttpRequest, queryset: Iterable[ApiGateway]
+) -> None:
+    _run_for_each(
+        request,
+        queryset,
+        lambda gateway: gateway.create_custom_domain(),
+        lambda gateway: gateway.custom_domain_created,
+        "custom domain",
+    )
+
+
+class ApiGatewayAdditionalRouteInline(admin.TabularInline):
+    """The gateway's additional routes, edited on the gateway's page."""
+
     model = ApiGatewayAdditionalRoute
     extra = 0
     fields = ("name", "route_key", "integration_url", "deployed")
@@ -56,6 +95,7 @@ class AdditionalRouteInline(admin.TabularInline):
 class ApiGatewayAdmin(admin.ModelAdmin):
     list_display = (
         "api_name",
+        "domain_name",
         "api_id",
         "stage_name",
         "api_created",
@@ -75,8 +115,8 @@ class ApiGatewayAdmin(admin.ModelAdmin):
         "created_on",
         "updated_on",
     )
-    actions = ("create_gateway_action", "create_custom_domain_action", "sync_action")
-    inlines = (AdditionalRouteInline,)
+    actions = (create_api_gateway, create_custom_domain, "sync_action")
+    inlines = (ApiGatewayAdditionalRouteInline,)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         try:
@@ -85,10 +125,6 @@ class ApiGatewayAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"Routes saved, but not created in AWS: {error}", level=messages.ERROR
             )
-
-    @admin.action(description="Create the API Gateway in AWS")
-    def create_gateway_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
-        _run_for_each(self, request, queryset, ApiGateway.create_gateway, "API Gateway created.")
 
     @admin.action(description="Sync routes and integrations with AWS (and redeploy)")
     def sync_action(self, request: HttpRequest, queryset: QuerySet[ApiGateway]) -> None:
@@ -112,19 +148,12 @@ class ApiGatewayAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.action(description="Create the custom domain in AWS")
-    def create_custom_domain_action(
-        self, request: HttpRequest, queryset: QuerySet[ApiGateway]
-    ) -> None:
-        _run_for_each(
-            self, request, queryset, ApiGateway.create_custom_domain, "custom domain created."
-        )
-
 
 @admin.register(ApiGatewayAdditionalRoute)
 class ApiGatewayAdditionalRouteAdmin(admin.ModelAdmin):
+    list_select_related = ("api_gateway",)
     list_display = ("route_key", "name", "api_gateway", "deployed")
-    list_filter = ("deployed",)
+    list_filter = ("deployed", "api_gateway")
     search_fields = ("name", "route_key", "api_gateway__api_name")
     readonly_fields = ("deployed",)
 

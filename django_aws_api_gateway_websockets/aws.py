@@ -14,6 +14,7 @@ else below ``models`` imports it.
 
 from __future__ import annotations
 
+import os
 import threading
 from types import ModuleType
 from typing import Any
@@ -38,6 +39,15 @@ def _patch_point() -> ModuleType:
 def client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
     """``models.get_boto3_client(service, **kwargs)``, looked up now."""
     return _patch_point().get_boto3_client(service, **kwargs)
+
+
+def factory_is_default() -> bool:
+    """True while ``models.get_boto3_client`` is the library's own (not patched or replaced)."""
+    factory = _patch_point().get_boto3_client
+    return (
+        getattr(factory, "__module__", None) == f"{__package__}.models"
+        and getattr(factory, "__qualname__", None) == "get_boto3_client"
+    )
 
 
 def region() -> str:
@@ -154,12 +164,22 @@ def management_client(endpoint_url: str) -> Any:
     made = factory(
         "apigatewaymanagementapi", endpoint_url=endpoint_url, config=config, region_name=name
     )
-    if isinstance(made, BaseClient):
+    # Only the library's own clients are kept: what a patched factory returns (a mock, a
+    # real client with a Stubber) is the test's, and must be asked for again each time.
+    if isinstance(made, BaseClient) and factory_is_default():
         with _SESSIONS_LOCK:
             if len(_MANAGEMENT_CLIENTS) >= MAX_CACHED_CLIENTS:
                 _MANAGEMENT_CLIENTS.clear()
             _MANAGEMENT_CLIENTS[key] = made
     return made
+
+
+def forget_clients() -> None:
+    """Drop every kept Session and client (and the credentials they resolved): before a
+    SnapStart snapshot, so that no restored copy shares them. The next use builds new ones."""
+    with _SESSIONS_LOCK:
+        _SESSIONS.clear()
+        _MANAGEMENT_CLIENTS.clear()
 
 
 def signing_region(endpoint_url: str) -> str:
@@ -178,6 +198,19 @@ def _credential_settings() -> tuple[Any, ...]:
 # Real botocore clients are thread-safe once built.
 _MANAGEMENT_CLIENTS: dict[tuple[Any, ...], Any] = {}
 MAX_CACHED_CLIENTS = 64
+
+
+def _forget_clients_after_fork() -> None:
+    """A forked child starts without the parent's clients (their keep-alive sockets belong to
+    the parent) and with a new lock (another thread may have held the parent's at the fork)."""
+    global _SESSIONS_LOCK
+    _SESSIONS_LOCK = threading.Lock()
+    _SESSIONS.clear()
+    _MANAGEMENT_CLIENTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_clients_after_fork)
 
 
 def errors() -> tuple[type[Exception], ...]:

@@ -21,7 +21,7 @@ from django.db import connections, models, router, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import aws, provisioning
+from . import aws, naming, provisioning
 
 if TYPE_CHECKING:
     from .sending import SendReport
@@ -119,6 +119,19 @@ class ApiGateway(models.Model):
             self.target_base_endpoint += "/"
         super().save(*args, **kwargs)
 
+    def clean(self) -> None:
+        """The names AWS is sent must follow AWS's rules (``naming``): a bad value is an
+        error on its field here, not an AWS error halfway through ``create_gateway()``."""
+        super().clean()
+        problems = {
+            "api_name": naming.api_name_problem(self.api_name),
+            "stage_name": naming.stage_name_problem(self.stage_name),
+            "domain_name": naming.domain_name_problem(self.domain_name) if self.domain_name else "",
+        }
+        errors = {field: problem for field, problem in problems.items() if problem}
+        if errors:
+            raise ValidationError(errors)
+
     @classmethod
     def register_local(
         cls,
@@ -200,7 +213,9 @@ class ApiGatewayAdditionalRoute(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.api_gateway} {self.route_key}"
+        # The name alone, as in the original package; it needs no gateway (an unsaved inline
+        # row or a form's instance has none yet).
+        return self.name or self.route_key
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
@@ -255,8 +270,9 @@ class WebSocketSession(models.Model):
     def __str__(self) -> str:
         return self.connection_id
 
-    def send_message(self, data: Any) -> SendReport:
-        """Send ``data`` as JSON to this connection; a gone connection is marked disconnected."""
+    def send_message(self, data: Any) -> dict[str, Any] | None:
+        """Send ``data`` as JSON to this connection and return the ``post_to_connection``
+        response, or None when the connection is gone (it is then marked disconnected)."""
         return _sending().send_to_session(self, data)
 
 
@@ -412,11 +428,12 @@ class ConnectionRateLimit(models.Model):
         """Check the limit and record this attempt as one step: ``(allowed, earlier_attempts,
         attempt)``; the attempt is stored as successful when allowed (mark it failed later).
 
-        On PostgreSQL the IP and user are locked first (advisory transaction locks) and the
-        count and insert are one statement, so a burst of concurrent connects never admits
-        more than ``max_attempts``. Elsewhere it is a count and an insert in a transaction:
-        exact only where transactions serialise writers (SQLite ``transaction_mode``
-        ``IMMEDIATE``).
+        On PostgreSQL the IP and, for a signed-in user, the user are locked first (advisory
+        transaction locks) and the count and insert are one statement, so a burst of
+        concurrent connects never admits more than ``max_attempts``; connects that share
+        neither an address nor a user never wait for each other. Elsewhere it is a count and
+        an insert in a transaction: exact only where transactions serialise writers (SQLite
+        ``transaction_mode`` ``IMMEDIATE``).
         """
         user_id = _user_id(user)
         since = timezone.now() - timedelta(minutes=window_minutes)
@@ -436,7 +453,12 @@ class ConnectionRateLimit(models.Model):
     ) -> tuple[bool, int, ConnectionRateLimit]:
         table = connections[alias].ops.quote_name(cls._meta.db_table)
         now = timezone.now()
-        serialize_on(alias, f"websocket-ip:{ip_address}", f"websocket-user:{user_id}")
+        # Lock what the limit counts: the address, and the user when there is one. Anonymous
+        # connects from different addresses share nothing, so they never wait on each other.
+        keys = [f"websocket-ip:{ip_address}"]
+        if user_id is not None:
+            keys.append(f"websocket-user:{user_id}")
+        serialize_on(alias, *keys)
         with connections[alias].cursor() as cursor:
             # A new statement after the locks: its snapshot sees every attempt committed by
             # whoever held them before.

@@ -27,6 +27,14 @@ class GatewayProvisioningError(Exception):
     """An AWS step failed or the record cannot be provisioned; the message says which."""
 
 
+class GatewayNotReady(GatewayProvisioningError, ValueError):
+    """The record lacks what the step needs (a target, a created API, a certificate).
+
+    A ``ValueError`` too: the original package raised ``ValueError`` for these, and code
+    migrating from it may catch that.
+    """
+
+
 def _paged(operation: Callable[..., dict[str, Any]], **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Items of a paginated apigatewayv2 ``get_*`` call."""
     while True:
@@ -50,7 +58,7 @@ class _Provisioner:
     def __init__(self, gateway: ApiGateway, client: Any, resuming: bool) -> None:
         self.gateway = gateway
         self.client = client
-        self.region = aws.region()
+        self._region = ""
         self.routes: dict[str, str] = {}
         self.integrations: dict[str, str] = {}
         if resuming:
@@ -63,6 +71,14 @@ class _Provisioner:
                 item.get("IntegrationUri", ""): item["IntegrationId"]
                 for item in _paged(client.get_integrations, ApiId=api_id)
             }
+
+    @property
+    def region(self) -> str:
+        """Asked for only by the Lambda integration URI and the invoke permission: an HTTP
+        integration is created without any region setting (a patched client needs none)."""
+        if not self._region:
+            self._region = aws.region()
+        return self._region
 
     def integration_uri(self, route_name: str, explicit_url: str = "") -> str:
         if self.gateway.uses_lambda:
@@ -144,11 +160,16 @@ class _Provisioner:
 
 
 def create_gateway(gateway: ApiGateway) -> None:
-    """Create the WebSocket API and everything it needs, then mark ``api_created``."""
+    """Create the WebSocket API and everything it needs, then mark ``api_created``.
+
+    A gateway already created is left alone (one log line, no AWS call): running it twice,
+    from the admin or a deploy script, is harmless.
+    """
     if gateway.api_created:
-        raise GatewayProvisioningError(f"API Gateway {gateway.api_name!r} is already created.")
+        logger.info("API Gateway %s is already created; nothing to do", gateway.api_name)
+        return
     if not (gateway.target_base_endpoint or gateway.lambda_function_arn):
-        raise GatewayProvisioningError(
+        raise GatewayNotReady(
             f"API Gateway {gateway.api_name!r} needs a target_base_endpoint (HTTP integration) "
             "or a lambda_function_arn (Lambda integration)."
         )
@@ -157,6 +178,9 @@ def create_gateway(gateway: ApiGateway) -> None:
     try:
         # Inside the try: a missing profile or region is reported like any failed step.
         client = aws.client("apigatewayv2")
+        if gateway.uses_lambda:
+            # The Lambda integration URI names the region: fail before creating anything.
+            aws.region()
         step = "create the API"
         if not resuming:
             response = client.create_api(
@@ -213,9 +237,7 @@ def create_additional_route(route: ApiGatewayAdditionalRoute, client: Any, deplo
     """Create one additional route of an already created gateway, then optionally deploy."""
     gateway = route.api_gateway
     if not gateway.api_id:
-        raise GatewayProvisioningError(
-            f"API Gateway {gateway.api_name!r} has not been created in AWS yet."
-        )
+        raise GatewayNotReady(f"API Gateway {gateway.api_name!r} has not been created in AWS yet.")
     try:
         # Resuming: reuse the API's integrations (one Lambda integration serves every route)
         # and survive a retry after a failed deploy.
@@ -250,13 +272,21 @@ def create_route_in_aws(route: ApiGatewayAdditionalRoute) -> None:
 
 
 def create_custom_domain(gateway: ApiGateway) -> None:
-    """Create the gateway's custom domain name and map it to the stage (resumable)."""
-    if not gateway.api_created:
-        raise GatewayProvisioningError(
-            f"Create API Gateway {gateway.api_name!r} before its custom domain."
+    """Create the gateway's custom domain name and map it to the stage (resumable).
+
+    A custom domain already created is left alone (one log line, no AWS call).
+    """
+    if gateway.custom_domain_created:
+        logger.info(
+            "Custom domain %s of %s is already created; nothing to do",
+            gateway.domain_name,
+            gateway.api_name,
         )
+        return
+    if not gateway.api_created:
+        raise GatewayNotReady(f"Create API Gateway {gateway.api_name!r} before its custom domain.")
     if not (gateway.domain_name and gateway.certificate_arn):
-        raise GatewayProvisioningError(
+        raise GatewayNotReady(
             f"API Gateway {gateway.api_name!r} needs domain_name and certificate_arn "
             "for a custom domain."
         )

@@ -80,6 +80,10 @@ class Backoff:
         return backoff_delay(attempt, self.base_delay)
 
 
+# No single pause longer than this: a message route answers within API Gateway's 29 s.
+MAX_BACKOFF_SECONDS = 2.0
+
+
 def backoff_delay(attempt: int, base_delay: float) -> float:
-    """Uniform in ``[0, base_delay * 2**attempt]``."""
-    return random.uniform(0, base_delay * (2**attempt))
+    """Uniform in ``[0, min(base_delay * 2**attempt, MAX_BACKOFF_SECONDS)]``."""
+    return random.uniform(0, min(base_delay * (2 ** min(attempt, 30)), MAX_BACKOFF_SECONDS))

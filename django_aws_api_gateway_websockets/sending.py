@@ -24,7 +24,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from . import aws
 from .conf import websocket_setting
-from .connections_http import FanOut, Signer, Target, target_for
+from .connections_http import FanOut, Signer, Target, address_for, shared_transport, target_for
 from .fanout_dispatch import fanout_function, queue_batches
 from .send_policy import THROTTLING_CODES, Backoff, Outcome, classify
 from .signals import messages_sent
@@ -90,17 +90,24 @@ def post_to_connection(
     """Post ``payload`` to one connection: ``DELIVERED`` or ``GONE``; throttling is retried
     per ``backoff`` (default: the settings); other errors, and throttling after the last
     retry, raise botocore's ``ClientError``."""
+    return _post(client, connection_id, payload, backoff)[0]
+
+
+def _post(
+    client: Any, connection_id: str, payload: bytes, backoff: Backoff | None = None
+) -> tuple[Outcome, Any]:
+    """``post_to_connection`` that also returns the client's response (None when gone)."""
     backoff = backoff or Backoff.from_settings()
     client_error = aws.client_error()
     attempt = 0
     while True:
         try:
-            client.post_to_connection(ConnectionId=connection_id, Data=payload)
-            return Outcome.DELIVERED
+            response = client.post_to_connection(ConnectionId=connection_id, Data=payload)
+            return Outcome.DELIVERED, response
         except client_error as error:
             outcome = classify(aws.http_status(error), aws.error_code(error))
             if outcome is Outcome.GONE:
-                return outcome
+                return outcome, None
             if outcome is not Outcome.THROTTLED or attempt >= backoff.max_retries:
                 raise
             time.sleep(backoff.delay(attempt))
@@ -114,13 +121,16 @@ def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
         model._default_manager.filter(connection_id__in=batch).update(connected=False)
 
 
-def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
-    """Send ``data`` to one session; errors other than gone and throttling raise."""
+def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | None:
+    """Send ``data`` to one session and return the client's ``post_to_connection`` response
+    (botocore's dict, with ``ResponseMetadata``), or None when the connection is gone: the
+    session is then marked disconnected. Other errors, and throttling after the retries,
+    raise. ``messages_sent`` still gets a ``SendReport``, as for a fan-out."""
     payload = encode_payload(data)
     if session.api_gateway is None:
         raise ValueError(f"Session {session.connection_id} has no API Gateway to send through.")
     client = aws.management_client(session.api_gateway.management_endpoint)
-    outcome = post_to_connection(client, session.connection_id, payload)
+    outcome, response = _post(client, session.connection_id, payload)
     report = SendReport()
     if outcome is Outcome.GONE:
         session.connected = False
@@ -130,24 +140,25 @@ def send_to_session(session: WebSocketSession, data: Any) -> SendReport:
         report.gone_connection_ids.append(session.connection_id)
     else:
         report.delivered = 1
-    messages_sent.send(sender=type(session), report=report)
-    return report
+    announce(type(session), report)
+    return response
 
 
-def _send_logged(client: Any, connection_id: str, payload: bytes, backoff: Backoff) -> Outcome:
-    """Fan-out worker: like ``post_to_connection``, but every failure is one log line and an
-    outcome, never an exception."""
+def _send_logged(
+    client: Any, connection_id: str, payload: bytes, backoff: Backoff
+) -> tuple[Outcome, str]:
+    """Fan-out worker: like ``post_to_connection``, but a failure is an outcome and its
+    reason (logged once per reason by the broadcast), never an exception."""
     try:
-        return post_to_connection(client, connection_id, payload, backoff)
+        return post_to_connection(client, connection_id, payload, backoff), ""
     except aws.client_error() as error:
         outcome = classify(aws.http_status(error), aws.error_code(error))
         if outcome is Outcome.THROTTLED:
-            logger.error("Sending to connection %s still throttled; giving up", connection_id)
-            return outcome
-        logger.error("Sending to connection %s failed: %s", connection_id, aws.describe(error))
-    except Exception:
-        logger.exception("Sending to connection %s failed", connection_id)
-    return Outcome.FAILED
+            return outcome, f"still throttled after {backoff.max_retries} retries"
+        return Outcome.FAILED, aws.describe(error)
+    except Exception as error:
+        logger.debug("Sending to connection %s failed", connection_id, exc_info=True)
+        return Outcome.FAILED, f"{type(error).__name__}: {error}"
 
 
 class _Broadcast:
@@ -159,16 +170,22 @@ class _Broadcast:
         self.report = report
         self.concurrency = max(1, int(websocket_setting("send_concurrency")))
         self.use_http = websocket_setting("fanout_transport") != "boto3"
+        self.http_slots = max(self.concurrency, int(websocket_setting("http_concurrency")))
         self.backoff = Backoff.from_settings()
         self.clients: dict[str, Any] = {}
         self.targets: dict[str, tuple[Target, Signer] | None] = {}
+        # Endpoints whose client could not be set up -> why (their sessions count as failed).
+        self.broken: dict[str, str] = {}
         self.pool: ThreadPoolExecutor | None = None
-        self.in_flight: dict[Future[Outcome], str] = {}
+        self.in_flight: dict[Future[tuple[Outcome, str]], str] = {}
         self.fan_out: FanOut | None = None
         # Outcomes of the HTTP path arrive on its event loop's thread: list.append is atomic.
         self.http_outcomes: list[tuple[str, str]] = []
         # Why sessions could not be sent to (a setting to fix), and how many: logged once.
         self.unsendable: Counter[str] = Counter()
+        # Why posts of the boto3 workers failed -> how many, and one example connection.
+        self.failures: Counter[str] = Counter()
+        self.failure_examples: dict[str, str] = {}
 
     def count(self, connection_id: str, outcome: str) -> None:
         if outcome == Outcome.DELIVERED:
@@ -179,19 +196,23 @@ class _Broadcast:
         else:
             self.report.failed += 1
 
-    def _collect(self, done: set[Future[Outcome]]) -> None:
+    def _collect(self, done: set[Future[tuple[Outcome, str]]]) -> None:
         for future in done:
             connection_id = self.in_flight.pop(future)
             # _send_logged returns an outcome for any Exception; anything else ended the
             # worker (e.g. SystemExit): still one counted failure.
             error = future.exception()
-            self.count(connection_id, Outcome.FAILED if error else future.result())
+            outcome, reason = (Outcome.FAILED, repr(error)) if error else future.result()
+            if reason:
+                self.failures[reason] += 1
+                self.failure_examples.setdefault(reason, connection_id)
+            self.count(connection_id, outcome)
 
     def send(
         self, connection_id: str, explicit_url: str, api_id: str, stage: str, gateway_id: Any
     ) -> None:
         if gateway_id is None:
-            logger.warning("Session %s has no API Gateway; not sent", connection_id)
+            self.unsendable["the session has no API Gateway"] += 1
             self.report.failed += 1
             return
         try:
@@ -202,16 +223,28 @@ class _Broadcast:
             self.unsendable[str(error)] += 1
             self.report.failed += 1
             return
+        broken = self.broken.get(endpoint)
+        if broken is not None:
+            self.unsendable[broken] += 1
+            self.report.failed += 1
+            return
         client = self.clients.get(endpoint)
         if client is None:
-            client = self.clients[endpoint] = aws.management_client(endpoint)
-            target = target_for(client) if self.use_http else None
-            self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
+            try:
+                client = self._open_endpoint(endpoint)
+            except Exception as error:
+                # One endpoint that cannot be set up (a host botocore refuses, credentials
+                # that cannot be refreshed): its sessions are counted, the others still sent.
+                reason = f"{endpoint}: {aws.describe(error)}"
+                self.broken[endpoint] = reason
+                self.unsendable[reason] += 1
+                self.report.failed += 1
+                return
         http = self.targets[endpoint]
         if http is not None:
             if self.fan_out is None:
                 self.fan_out = FanOut(
-                    concurrency=max(self.concurrency, int(websocket_setting("http_concurrency"))),
+                    concurrency=self.http_slots,
                     max_retries=self.backoff.max_retries,
                     base_delay=self.backoff.base_delay,
                     on_result=lambda cid, outcome: self.http_outcomes.append((cid, outcome)),
@@ -228,6 +261,30 @@ class _Broadcast:
         if len(self.in_flight) >= self.concurrency * 4:
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             self._collect(done)
+
+    def _open_endpoint(self, endpoint: str) -> Any:
+        """The client of a new endpoint, and its signed-HTTP target when it takes that path."""
+        if self.use_http:
+            self._preconnect(endpoint)
+        client = aws.management_client(endpoint)
+        # The signed HTTP path only for the library's own clients: a patched factory's
+        # client (a Stubber's, a spy's) must see every post itself.
+        target = target_for(client) if self.use_http and aws.factory_is_default() else None
+        self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
+        self.clients[endpoint] = client
+        return client
+
+    def _preconnect(self, endpoint: str) -> None:
+        """Start the first connection's handshake (and DNS lookup) while the client is built.
+
+        Only with the library's own client factory: a patched ``get_boto3_client`` (the
+        testing guide's mocks) decides where sends go, so nothing is opened before it answers.
+        """
+        if not aws.factory_is_default():
+            return
+        address = address_for(endpoint)
+        if address is not None:
+            shared_transport().preconnect(address, self.http_slots)
 
     def finish(self) -> None:
         """Wait for every post already handed to a transport, count it, and stop the worker
@@ -249,6 +306,13 @@ class _Broadcast:
                             self.count(connection_id, outcome)
         for reason, sessions in self.unsendable.items():
             logger.error("%d session(s) not sent: %s", sessions, reason)
+        for reason, posts in self.failures.items():
+            logger.error(
+                "%d post(s) to @connections failed: %s (e.g. connection %s)",
+                posts,
+                reason,
+                self.failure_examples[reason],
+            )
 
 
 def send_to_sessions(
@@ -272,8 +336,10 @@ def send_to_sessions(
             queryset.filter(connected=True).order_by("pk").values_list("connection_id", flat=True)
         )
         if len(connection_ids) > batch:
-            queued = queue_batches(connection_ids[batch:], payload)
-            queryset = model._default_manager.filter(connection_id__in=connection_ids[:batch])
+            queued, left = queue_batches(connection_ids[batch:], payload)
+            if queued:  # else everything is sent here, from the queryset as given
+                local = connection_ids[:batch] + left
+                queryset = model._default_manager.filter(connection_id__in=local)
     rows = (
         queryset.filter(connected=True)
         .values_list(
@@ -322,9 +388,19 @@ def _settle(broadcast: _Broadcast, model: type[Model], aborted: bool) -> None:
             report.gone,
             report.failed,
         )
-        messages_sent.send_robust(sender=model, report=report)
-    else:
-        messages_sent.send(sender=model, report=report)
+    announce(model, report)
+
+
+def announce(model: type[Model], report: SendReport) -> None:
+    """``messages_sent``, robustly: the posts are done, so a failing receiver is logged,
+    never raised (a caller seeing an error would send them again)."""
+    for receiver, result in messages_sent.send_robust(sender=model, report=report):
+        if isinstance(result, Exception):
+            logger.error(
+                "messages_sent receiver %r failed",
+                receiver,
+                exc_info=(type(result), result, result.__traceback__),
+            )
 
 
 def run_fanout_event(body: Any) -> dict[str, Any]:

@@ -58,6 +58,10 @@ def no_real_aws(monkeypatch, request):
     from botocore.exceptions import EndpointConnectionError
     from botocore.httpsession import URLLib3Session
 
+    # As on Lambda, which sets none of them (this machine exports all three): a test that
+    # depends on one must set it itself.
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
     real_send = URLLib3Session.send
     attempts: list[str] = []
 
@@ -69,6 +73,19 @@ def no_real_aws(monkeypatch, request):
         return real_send(self, aws_request)
 
     monkeypatch.setattr(URLLib3Session, "send", guarded_send)
+
+    # The library's own transport (fan-out, connections opened ahead) bypasses botocore.
+    from django_aws_api_gateway_websockets import connections_http
+
+    real_open = connections_http._Pool._open
+
+    async def guarded_open(self):
+        if self.address.host.endswith((".amazonaws.com", ".on.aws")):
+            attempts.append(f"{self.address.scheme}://{self.address.host}")
+            raise connections_http.NotSent("the test guard refuses real AWS")
+        return await real_open(self)
+
+    monkeypatch.setattr(connections_http._Pool, "_open", guarded_open)
     yield
     if attempts:
         pytest.fail(f"{request.node.nodeid} tried to reach real AWS: {attempts}")

@@ -47,7 +47,7 @@ INVOKE_TIMEOUT = 60.0
 API_PREFIX = "/2018-06-01/runtime"
 
 # Runs inside the sandbox before the bootstrap: sys.path as Lambda's, and the audit hook.
-LAUNCHER = r"""
+SETUP = r"""
 import os, sys
 task, runtime = os.environ["LAMBDA_TASK_ROOT"], os.environ["LAMBDA_RUNTIME_DIR"]
 sys.path[:0] = [task, runtime]
@@ -87,9 +87,12 @@ def hook(event, args):
                 report("LAMBDA-SANDBOX-WRITE", f"{event} {where}")
 
 sys.addaudithook(hook)
+"""
+BOOTSTRAP = r"""
 from awslambdaric.__main__ import main
 main(["awslambdaric", os.environ["_HANDLER"]])
 """
+LAUNCHER = SETUP + BOOTSTRAP
 
 
 class SandboxError(AssertionError):
@@ -369,17 +372,12 @@ class LambdaSandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        self.scratch.chmod(0o755)
-        with zipfile.ZipFile(self.package) as archive:
-            archive.extractall(self.task_root)
-        interpreter = self.lang_dir / "bin" / Path(self.python).resolve().name
-        _read_only(self.task_root)
-        self._task_state_before = tree_state(self.task_root)
-        self.stdout_file = open(self.scratch / "stdout.log", "w+b")  # noqa: SIM115
-        self.stderr_file = open(self.scratch / "stderr.log", "w+b")  # noqa: SIM115
-        self.api.start()
-        env = {
+    @property
+    def interpreter(self) -> Path:
+        return self.lang_dir / "bin" / Path(self.python).resolve().name
+
+    def _process_environment(self) -> dict[str, str]:
+        return {
             **self.environment,
             "LAMBDA_TASK_ROOT": str(self.task_root),
             "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
@@ -387,18 +385,32 @@ class LambdaSandbox:
             # As on Lambda (/var/lang/lib first): the interpreter's shared library.
             "LD_LIBRARY_PATH": f"{self.lang_dir / 'lib'}:/lib64:/usr/lib64:{self.task_root}",
         }
-        as_user: dict[str, Any] = {}
+
+    @staticmethod
+    def _as_user() -> dict[str, Any]:
         if os.geteuid() == 0:
-            as_user = {"user": SANDBOX_USER, "group": SANDBOX_USER, "extra_groups": []}
+            return {"user": SANDBOX_USER, "group": SANDBOX_USER, "extra_groups": []}
+        return {}
+
+    def start(self) -> None:
+        self.scratch.chmod(0o755)
+        with zipfile.ZipFile(self.package) as archive:
+            archive.extractall(self.task_root)
+        _read_only(self.task_root)
+        self._task_state_before = tree_state(self.task_root)
+        self.stdout_file = open(self.scratch / "stdout.log", "w+b")  # noqa: SIM115
+        self.stderr_file = open(self.scratch / "stderr.log", "w+b")  # noqa: SIM115
+        self.api.start()
+        env = self._process_environment()
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
-            [str(interpreter), "-I", "-S", "-c", LAUNCHER],
+            [str(self.interpreter), "-I", "-S", "-c", LAUNCHER],
             cwd=self.task_root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self.stdout_file,
             stderr=self.stderr_file,
-            **as_user,
+            **self._as_user(),
         )
         deadline = time.monotonic() + INIT_TIMEOUT
         while not self.api.init_done.wait(0.05):
@@ -432,6 +444,24 @@ class LambdaSandbox:
         if self.process is None or self.process.poll() is not None:
             raise SandboxError(f"the runtime is not running:\n{self.stderr[-4000:]}")
         return self.api.invoke(event, timeout)
+
+    def run_script(
+        self, code: str, *args: str, environment: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``code`` instead of the bootstrap in another process of this environment (same
+        interpreter, user, read-only task root and runtime directory, the function's variables
+        plus ``environment``): a harness that drives the handler and the runtime's own
+        modules (its SnapStart hooks runner) itself. Call after ``start``."""
+        return subprocess.run(
+            [str(self.interpreter), "-I", "-S", "-c", SETUP + code, *args],
+            cwd=self.task_root,
+            env={**self._process_environment(), **(environment or {})},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **self._as_user(),
+        )
 
     def _log(self, file: Any) -> str:
         file.flush()

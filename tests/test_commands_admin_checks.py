@@ -154,6 +154,16 @@ def test_create_api_gateway_command_on_created_gateway_fails(api_gateway):
 
 
 @pytest.mark.django_db
+def test_create_custom_domain_command_on_created_domain_fails(api_gateway):
+    api_gateway.domain_name = "ws.example.com"
+    api_gateway.custom_domain_created = True
+    api_gateway.save()
+    with patch(PATCH_TARGET) as get_client, pytest.raises(CommandError, match="already created"):
+        run("createCustomDomain", pk=api_gateway.pk)
+    get_client.assert_not_called()
+
+
+@pytest.mark.django_db
 def test_create_api_gateway_command_with_missing_profile_is_a_command_error(settings):
     settings.AWS_GATEWAY_REGION_NAME = REGION
     settings.AWS_IAM_PROFILE = "no-such-profile-anywhere"
@@ -320,6 +330,27 @@ def test_admin_gateway_and_route_forms_load(admin_client, populated, api_gateway
     assert admin_client.get(change).status_code == 200
 
 
+@pytest.mark.django_db
+def test_additional_routes_filter_by_gateway_and_gateways_list_their_domain(
+    admin_client, api_gateway
+):
+    """The original's admin filters routes by their gateway; keep that lookup working."""
+    other = make_gateway(api_name="Support desk", domain_name="help.example.com")
+    ours = ApiGatewayAdditionalRoute.objects.create(
+        api_gateway=api_gateway, name="Chat message", route_key="chat_message", deployed=True
+    )
+    ApiGatewayAdditionalRoute.objects.create(api_gateway=other, name="History", route_key="h")
+
+    response = admin_client.get(
+        admin_url("apigatewayadditionalroute"), {"api_gateway__id__exact": api_gateway.pk}
+    )
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [ours]
+
+    gateways = admin_client.get(admin_url("apigateway")).content.decode()
+    assert "help.example.com" in gateways
+
+
 def changelist_results(admin_client: Any, model: str, query: str) -> list[Any]:
     response = admin_client.get(admin_url(model), {"q": query})
     assert response.status_code == 200
@@ -407,7 +438,7 @@ def post_action(admin_client: Any, action: str, *gateways: ApiGateway) -> Any:
 def test_create_gateway_action_reports_real_success(admin_client, aws):
     gateway = make_gateway()
 
-    response = post_action(admin_client, "create_gateway_action", gateway)
+    response = post_action(admin_client, "create_api_gateway", gateway)
 
     assert response.status_code == 200
     assert page_messages(response) == [(messages.SUCCESS, "Chat: API Gateway created.")]
@@ -431,7 +462,7 @@ def test_create_gateway_action_reports_each_real_failure(admin_client, settings)
     client.create_stage.side_effect = create_stage
 
     with patch(PATCH_TARGET, return_value=client):
-        response = post_action(admin_client, "create_gateway_action", good, bad)
+        response = post_action(admin_client, "create_api_gateway", good, bad)
 
     assert response.status_code == 200
     reported = dict((text.split(":", 1)[0], level) for level, text in page_messages(response))
@@ -450,7 +481,7 @@ def test_create_gateway_action_with_missing_profile_reports_an_error(admin_clien
     settings.AWS_IAM_PROFILE = "no-such-profile-anywhere"
     gateway = make_gateway()
 
-    response = post_action(admin_client, "create_gateway_action", gateway)
+    response = post_action(admin_client, "create_api_gateway", gateway)
 
     assert response.status_code == 200
     [(level, text)] = page_messages(response)
@@ -468,7 +499,7 @@ def test_create_custom_domain_action_reports_success_and_failure(admin_client, a
         api_name="Later", domain_name="ws2.example.com", certificate_arn=CERTIFICATE_ARN
     )
 
-    response = post_action(admin_client, "create_custom_domain_action", ready, not_created)
+    response = post_action(admin_client, "create_custom_domain", ready, not_created)
 
     found = page_messages(response)
     assert (messages.SUCCESS, "Ready: custom domain created.") in found
@@ -478,6 +509,114 @@ def test_create_custom_domain_action_reports_success_and_failure(admin_client, a
     ready.refresh_from_db()
     not_created.refresh_from_db()
     assert (ready.custom_domain_created, not_created.custom_domain_created) == (True, False)
+
+
+@pytest.mark.django_db
+def test_gateway_actions_carry_the_original_names_and_labels(admin_client):
+    make_gateway()  # the admin shows its actions only when there are rows
+    changelist = admin_client.get(admin_url("apigateway"))
+
+    choices = dict(changelist.context["action_form"].fields["action"].choices)
+    assert choices["create_api_gateway"] == "Create API Gateway"
+    assert choices["create_custom_domain"] == "Create Custom Domain"
+    assert "sync_action" in choices  # our own action is kept
+    page = changelist.content.decode()
+    assert '<option value="create_api_gateway">Create API Gateway</option>' in page
+    assert '<option value="create_custom_domain">Create Custom Domain</option>' in page
+
+
+@pytest.mark.django_db
+def test_actions_on_rows_already_created_report_it_and_call_nothing(admin_client, api_gateway):
+    api_gateway.custom_domain_created = True
+    api_gateway.save()
+
+    with patch(PATCH_TARGET) as get_client:
+        created = post_action(admin_client, "create_api_gateway", api_gateway)
+        domain = post_action(admin_client, "create_custom_domain", api_gateway)
+
+    get_client.assert_not_called()
+    assert page_messages(created) == [
+        (messages.INFO, "Test API: API Gateway already created; nothing to do.")
+    ]
+    assert page_messages(domain) == [
+        (messages.INFO, "Test API: custom domain already created; nothing to do.")
+    ]
+
+
+@pytest.mark.django_db
+def test_actions_work_as_plain_functions_like_the_originals(rf, settings):
+    """The original's actions are module functions; code may call them with no ModelAdmin."""
+    from django.contrib.messages import get_messages
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    from django_aws_api_gateway_websockets.admin import create_api_gateway, create_custom_domain
+
+    settings.AWS_GATEWAY_REGION_NAME = REGION
+    request = rf.post("/admin/")
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    gateway = make_gateway()
+
+    with patch(PATCH_TARGET, return_value=mock_apigw_client()):
+        create_api_gateway(None, request, ApiGateway.objects.filter(pk=gateway.pk))
+    create_custom_domain(None, request, [])  # nothing selected: nothing said
+
+    assert [(m.level, str(m)) for m in get_messages(request)] == [
+        (messages.SUCCESS, "Chat: API Gateway created.")
+    ]
+    assert ApiGateway.objects.get(pk=gateway.pk).api_created is True
+
+
+@pytest.mark.django_db
+def test_additional_routes_are_edited_inline_on_the_gateway_page(admin_client):
+    from django.contrib.admin import TabularInline
+    from django.contrib.admin.sites import site
+
+    from django_aws_api_gateway_websockets.admin import ApiGatewayAdditionalRouteInline
+
+    assert issubclass(ApiGatewayAdditionalRouteInline, TabularInline)
+    assert ApiGatewayAdditionalRouteInline.model is ApiGatewayAdditionalRoute
+    assert ApiGatewayAdditionalRouteInline in site._registry[ApiGateway].inlines
+    gateway = make_gateway()  # not created in AWS: saving routes makes no AWS call
+    ApiGatewayAdditionalRoute.objects.create(
+        api_gateway=gateway, name="History", route_key="fetch_history"
+    )
+    url = admin_url("apigateway", "change", gateway.pk)
+
+    page = admin_client.get(url)
+    [formset] = [f.formset for f in page.context["inline_admin_formsets"]]
+    assert [form.instance.route_key for form in formset.forms] == ["fetch_history"]
+
+    form = page.context["adminform"].form
+    data = {name: form.initial.get(name, "") for name in form.fields}
+    data.update(
+        tags="{}",
+        **{
+            "additional_routes-TOTAL_FORMS": "2",
+            "additional_routes-INITIAL_FORMS": "1",
+            "additional_routes-MIN_NUM_FORMS": "0",
+            "additional_routes-MAX_NUM_FORMS": "1000",
+            "additional_routes-0-id": str(gateway.additional_routes.get().pk),
+            "additional_routes-0-api_gateway": str(gateway.pk),
+            "additional_routes-0-name": "History",
+            "additional_routes-0-route_key": "fetch_history",
+            "additional_routes-0-integration_url": "",
+            "additional_routes-1-api_gateway": str(gateway.pk),
+            "additional_routes-1-name": "Typing",
+            "additional_routes-1-route_key": "typing",
+            "additional_routes-1-integration_url": "https://testserver/ws/typing",
+        },
+    )
+    with patch(PATCH_TARGET) as get_client:
+        response = admin_client.post(url, data, follow=True)
+
+    assert response.status_code == 200
+    assert all(level != messages.ERROR for level, _ in page_messages(response))
+    get_client.assert_not_called()
+    assert sorted(gateway.additional_routes.values_list("route_key", "name")) == [
+        ("fetch_history", "History"),
+        ("typing", "Typing"),
+    ]
 
 
 @pytest.mark.django_db

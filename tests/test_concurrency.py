@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 
 from django_aws_api_gateway_websockets.models import (
@@ -62,6 +62,84 @@ def test_concurrent_connects_from_one_address_never_exceed_the_limit(settings):
     assert WebSocketSession.objects.count() == LIMIT
     assert ConnectionRateLimit.objects.count() == CLIENTS
     assert ConnectionRateLimit.objects.filter(successful=True).count() == LIMIT
+
+
+def anonymous_connect(address: str, connection_id: str) -> int:
+    headers = api_gateway_connect_headers(connection_id=connection_id)
+    headers["HTTP_X_FORWARDED_FOR"] = address
+    return (
+        Client()
+        .post("/ws/connect", data="", content_type="application/json", **headers)
+        .status_code
+    )
+
+
+def test_concurrent_connects_from_two_addresses_each_get_the_whole_limit(settings):
+    settings.WEBSOCKETS = {"rate_limit_max_attempts": LIMIT}
+    ApiGateway.objects.create(api_name="Test API", api_id="abc123", stage_name="test")
+    addresses = ("198.51.100.1", "203.0.113.9")
+
+    outcome = burst(lambda n: anonymous_connect(addresses[n % 2], f"pair-{n}"))
+
+    assert outcome == Counter({200: 2 * LIMIT, 429: CLIENTS - 2 * LIMIT})
+    for address in addresses:
+        attempts = ConnectionRateLimit.objects.filter(ip_address=address)
+        assert attempts.count() == CLIENTS // 2
+        assert attempts.filter(successful=True).count() == LIMIT
+
+
+def test_an_anonymous_connect_never_waits_for_another_address(settings):
+    """The limit counts per address, so the lock is per address: while one address's connect is
+    inside its count-and-insert (here held open by an outer transaction), a connect from another
+    address completes, and only one from the same address waits. SQLite has one writer at a
+    time whatever the library locks, so there the hold itself would stop every connect."""
+    settings.WEBSOCKETS = {"rate_limit_max_attempts": LIMIT}
+    ApiGateway.objects.create(api_name="Test API", api_id="abc123", stage_name="test")
+    if connection.vendor != "postgresql":
+        assert anonymous_connect("203.0.113.9", "other") == 200
+        return
+    held, release = threading.Event(), threading.Event()
+    statuses: dict[str, int] = {}
+
+    def hold_address() -> None:
+        try:
+            with transaction.atomic():
+                ConnectionRateLimit.admit("198.51.100.1", max_attempts=LIMIT)
+                held.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def connect(name: str, address: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                statuses[name] = anonymous_connect(address, name)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    holder = threading.Thread(target=hold_address)
+    holder.start()
+    assert held.wait(10)
+    try:
+        other = connect("other", "203.0.113.9")
+        other.join(10)
+        other_done_while_held = not other.is_alive()
+        same = connect("same", "198.51.100.1")
+        same.join(1)
+        same_waited = same.is_alive()
+    finally:
+        release.set()
+        holder.join(30)
+    other.join(30)
+    same.join(30)
+
+    assert other_done_while_held and statuses["other"] == 200
+    assert same_waited and statuses["same"] == 200
+    assert ConnectionRateLimit.objects.filter(ip_address="198.51.100.1").count() == 2
 
 
 def test_concurrent_token_requests_never_exceed_the_limit(settings, django_user_model):

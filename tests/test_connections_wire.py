@@ -421,6 +421,99 @@ def test_a_plain_http_server_behind_an_https_url_is_a_tls_failure(caplog):
     assert "ssl" in line.lower() or "tls" in line.lower()
 
 
+# --------------------------------------------------------------------------- opened ahead
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_connection_opened_ahead_carries_the_first_post(servers):
+    server = servers()
+    target = target_of(server)
+    connections_http.close_shared_transport()
+
+    for _ in range(3):  # asked again while one is pending or idle: still one
+        shared_transport().preconnect(target.address, 8)
+    wait_for(lambda: server.connections == 1)
+    assert shared_transport().connection_counts()["idle"] == 1
+
+    assert broadcast(target, ids_of(1), concurrency=8) == {"c0=": Outcome.DELIVERED}
+    assert server.connections == 1
+    assert server.requests == Counter({"c0=": 1})
+
+
+def test_a_post_that_arrives_mid_handshake_takes_that_connection(servers, certificate):
+    """The overlap the first send of a process relies on: the post waits for the handshake
+    already under way instead of starting a second one."""
+    cert, context = certificate
+    server = servers(tls=context, handshake_delay=0.3)
+    target = target_of(server, scheme="https", ca_bundle=cert)
+    connections_http.close_shared_transport()
+
+    shared_transport().preconnect(target.address, 4)
+    wait_for(lambda: server.connections == 1)  # accepted; the TLS handshake is held back
+
+    assert broadcast(target, ids_of(1), concurrency=4) == {"c0=": Outcome.DELIVERED}
+    assert server.connections == 1
+    assert server.requests == Counter({"c0=": 1})
+
+
+def test_an_early_open_that_fails_leaves_the_post_to_try_and_report(caplog):
+    target = target_of(None, port=closed_port())
+    connections_http.close_shared_transport()
+
+    shared_transport().preconnect(target.address, 8)
+    outcomes = broadcast(target, ids_of(1), concurrency=8)
+
+    assert outcomes == {"c0=": Outcome.FAILED}
+    (line,) = failure_lines(caplog)  # the post's own failure, once; the early one is debug
+    assert line.startswith("1 post(s)")
+
+
+def test_closing_the_transport_during_an_early_open_leaves_nothing_behind(servers, certificate):
+    cert, context = certificate
+    server = servers(tls=context, handshake_delay=0.5)
+    target = target_of(server, scheme="https", ca_bundle=cert)
+    connections_http.close_shared_transport()
+    transport = shared_transport()
+    transport.preconnect(target.address, 4)
+    wait_for(lambda: server.connections == 1)
+
+    connections_http.close_shared_transport()
+
+    assert not transport.thread.is_alive()
+    assert transport.loop.is_closed()
+    assert broadcast(target, ids_of(1), concurrency=4) == {"c0=": Outcome.DELIVERED}
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{}, {"AWS_CA_BUNDLE": "aws.pem"}, {"REQUESTS_CA_BUNDLE": "requests.pem"}],
+    ids=["as-on-lambda", "aws-ca-bundle", "requests-ca-bundle"],
+)
+def test_the_early_address_is_the_one_a_real_client_sends_to(monkeypatch, tmp_path, variables):
+    """``address_for`` (before the client exists) must name the pool ``target_for`` uses."""
+    url = "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, str(tmp_path / value))
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKID",
+        aws_secret_access_key="secret",
+    )
+    assert connections_http.address_for(url) == target_for(client).address
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert connections_http.address_for(url) is None  # proxies stay boto3's business
+
+
 # --------------------------------------------------------------------------- process machinery
 
 

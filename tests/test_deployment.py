@@ -91,3 +91,27 @@ def test_scheduled_functions_run_under_zappa_rule_names(stage, keep_test_connect
         scheduled["resources"] = [f"arn:aws:events:eu-west-1:123456789012:rule/{rule}"]
         result = lambda_handler.handler(scheduled, None)
         assert isinstance(result, str) and result.startswith("Deleted"), (rule, result)
+
+
+def test_production_runs_on_snapstart_through_zappas_alias(monkeypatch):
+    """SnapStart (Python 3.12+) snapshots published versions only: zappa then points the site
+    at its ``snapstart`` alias; keep-warm pings would reach $LATEST, so they are off."""
+    from zappa.cli import ZappaCLI
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    cli = ZappaCLI()
+    cli.api_stage = "production"
+    cli.load_settings(settings_file=str(ROOT / "zappa_settings.json"))
+
+    assert cli.snap_start == "PublishedVersions"
+    assert cli.apigateway_lambda_qualifier == "snapstart"
+    assert cli.stage_config["keep_warm"] is False
+    assert cli.runtime in {"python3.12", "python3.13"}
+    assert cli.provisioned_concurrency is None  # SnapStart cannot be combined with it
+    assert cli.num_retained_versions is None or cli.num_retained_versions >= 2
+
+    cli.api_stage = "dev"  # quick deploys: no version to publish and snapshot each time
+    cli.load_settings(settings_file=str(ROOT / "zappa_settings.json"))
+    assert cli.snap_start in (None, "None")

@@ -97,16 +97,32 @@ def test_the_installed_wheel_is_under_test():
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory):
+def built(tmp_path_factory):
+    """The wheel and sdist, and what ``python -m build`` printed while making them."""
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
+    # Byte-compiling off (a developer's PYTHONDONTWRITEBYTECODE) is a warning of its own.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    result = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "-o", str(out)],
         cwd=ROOT,
+        env=env,
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    return out
+    return out, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def dist(built):
+    return built[0]
+
+
+def test_the_build_prints_no_warning(built):
+    _, log = built
+    warnings = [line for line in log.splitlines() if "warn" in line.lower() or "!!" in line]
+    assert warnings == []
 
 
 def test_wheel_holds_the_library_only(dist):
@@ -176,3 +192,14 @@ def test_guide_examples_pass_against_the_installed_wheel(dist, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_one_install_story_names_the_wheel_that_is_built(dist):
+    """README, the quickstart and operations give the same two ways to install: the wheel the
+    build writes, by its real file name, and the git URL, under the distribution's name."""
+    (wheel,) = dist.glob("*.whl")
+    for page in ("README.md", "docs/quickstart.md", "docs/operations.md"):
+        text = (ROOT / page).read_text()
+        assert f"dist/{wheel.name}" in text, page
+        assert 'pip install "serverless-django-websockets @ git+https://' in text, page
+        assert "`django_aws_api_gateway_websockets`" in text, page

@@ -9,7 +9,7 @@ from unittest.mock import Mock, patch
 
 import pytest
 
-from django_aws_api_gateway_websockets.fanout_dispatch import MAX_EVENT_BYTES, batches
+from django_aws_api_gateway_websockets.fanout_dispatch import MAX_EVENT_BYTES, _event_bytes, batches
 from django_aws_api_gateway_websockets.models import WebSocketSession
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler
 
@@ -76,20 +76,86 @@ def test_off_by_default_and_outside_lambda(settings, clients, sessions, monkeypa
 def test_the_running_function_is_the_default_target(settings, clients, sessions, monkeypatch):
     management, lambda_ = clients
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-dev")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
     settings.WEBSOCKETS = {"fanout_invocation_batch": 5}
     WebSocketSession.objects.all().send_message({"type": "x"})
     assert lambda_.invoke.call_args.kwargs["FunctionName"] == "serverless-websockets-dev"
 
 
-def test_batches_respect_the_async_payload_limit():
+def test_a_published_version_hands_its_batches_to_the_same_version(
+    settings, clients, sessions, monkeypatch
+):
+    """A SnapStart alias runs a published version: the batches must not land on $LATEST."""
+    management, lambda_ = clients
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-production")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "17")
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 5}
+    WebSocketSession.objects.all().send_message({"type": "x"})
+    assert lambda_.invoke.call_args.kwargs["FunctionName"] == "serverless-websockets-production:17"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "x" * 120_000,
+        json.dumps({"text": "漢字" * 21_000}, ensure_ascii=False),  # 3 bytes per character
+        json.dumps({"q": ['"'] * 20_000}),  # every quote escaped in the event
+    ],
+    ids=["ascii", "cjk", "quotes"],
+)
+def test_batches_respect_the_async_payload_limit(payload):
+    """Measured on the bytes sent: an event never exceeds the limit, whatever the escaping."""
     ids = [f"L0SM9cOFvHcC{n:04d}=" for n in range(20000)]
-    big_payload = "x" * 120_000
-    split = list(batches(ids, 10_000, big_payload))
+    split = list(batches(ids, 10_000, payload))
     assert sum(len(b) for b in split) == len(ids)
     for batch in split:
-        event = json.dumps({"websocket_fanout": {"connection_ids": batch, "payload": big_payload}})
-        assert len(event.encode()) <= MAX_EVENT_BYTES + 1000
+        assert len(_event_bytes(batch, payload)) <= MAX_EVENT_BYTES
     assert max(len(b) for b in list(batches(ids, 7, "{}"))) == 7
+
+
+def test_a_payload_too_large_to_hand_on_is_sent_here(settings, clients, sessions, monkeypatch):
+    """Escaped twice, a 128 KiB message of backslashes no longer fits an event: nothing is
+    queued, every connection is still sent to, by this invocation."""
+    management, lambda_ = clients
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-dev")
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 3}
+    report = WebSocketSession.objects.all().send_message({"t": "\\" * 65_000})
+    assert (report.delivered, report.queued) == (10, 0)
+    lambda_.invoke.assert_not_called()
+
+
+def test_a_failing_invoke_never_loses_or_repeats_a_connection(
+    settings, clients, sessions, monkeypatch
+):
+    """Batch 1 queued, batch 2 throttled beyond its retries: batch 2 and later are sent here,
+    batch 1 is not (the queued invocation delivers it), and nothing raises."""
+    from botocore.exceptions import ClientError
+
+    management, lambda_ = clients
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "serverless-websockets-dev")
+    settings.WEBSOCKETS = {
+        "fanout_invocation_batch": 3,
+        "send_max_retries": 2,
+        "send_retry_base_delay": 0.001,
+    }
+    throttled = ClientError(
+        {
+            "Error": {"Code": "TooManyRequestsException"},
+            "ResponseMetadata": {"HTTPStatusCode": 429},
+        },
+        "Invoke",
+    )
+    lambda_.invoke.side_effect = [None, throttled, throttled, throttled]
+
+    report = WebSocketSession.objects.all().send_message({"type": "x"})
+
+    assert lambda_.invoke.call_count == 4  # batch 1, then batch 2 tried three times
+    queued_ids = json.loads(lambda_.invoke.call_args_list[0].kwargs["Payload"])["websocket_fanout"][
+        "connection_ids"
+    ]
+    assert report.queued == len(queued_ids) == 3
+    assert report.delivered == 7
+    assert set(posted(management)) == {f"c{n}" for n in range(10)} - set(queued_ids)
 
 
 @pytest.mark.parametrize(

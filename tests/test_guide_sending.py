@@ -114,8 +114,23 @@ def test_stale_connection_is_marked_disconnected(api_gateway, websocket_session)
         "django_aws_api_gateway_websockets.models.get_boto3_client",
         return_value=client,
     ):
-        report = websocket_session.send_message({"type": "test"})
+        response = websocket_session.send_message({"type": "test"})
 
     websocket_session.refresh_from_db()
     assert websocket_session.connected is False
-    assert (report.delivered, report.gone) == (0, 1)
+    assert response is None
+
+
+@pytest.mark.django_db
+def test_send_message_returns_the_post_to_connection_response(api_gateway, websocket_session):
+    """Code written for the original package reads the response of a single send."""
+    client = Mock()
+    client.post_to_connection.return_value = {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    with patch(
+        "django_aws_api_gateway_websockets.models.get_boto3_client",
+        return_value=client,
+    ):
+        response = websocket_session.send_message({"type": "test"})
+
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200

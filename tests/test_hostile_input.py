@@ -145,3 +145,37 @@ def test_arbitrary_request_contexts_never_raise_or_500(handler, context, body, e
     event = {"requestContext": context, "body": body, "isBase64Encoded": encoded}
     result = handler(event, None)
     assert isinstance(result, dict) and result.get("statusCode", 200) < 500
+
+
+http_parts = st.dictionaries(
+    st.sampled_from(
+        [
+            "version",
+            "headers",
+            "multiValueHeaders",
+            "queryStringParameters",
+            "multiValueQueryStringParameters",
+            "body",
+            "isBase64Encoded",
+            "cookies",
+            "rawQueryString",
+        ]
+    ),
+    json_values | st.sampled_from(["1.0", "2.0", "abc", "e30="]),
+)
+
+
+@PROPERTY_SETTINGS
+@given(
+    parts=http_parts,
+    path=st.sampled_from(["/", "/login/", "/ws/connect", "/ws/default", "/admin/"]) | st.text(),
+    version=st.sampled_from(["http_rest_v1", "http_api_v2", "http_alb"]),
+)
+def test_arbitrary_http_events_are_answered_below_500(handler, parts, path, version):
+    """The shape check is complete: whatever passes it becomes a request, so no broken HTTP
+    event can reach the 500 that is kept for the application's own errors."""
+    event = load_event(version)
+    event["rawPath" if "rawPath" in event else "path"] = path
+    event.update(parts)
+    result = handler(event, None)
+    assert isinstance(result, dict) and result["statusCode"] < 500

@@ -510,3 +510,139 @@ class TestMoreMalformed:
 
     def test_sample_forged_event_shows_the_guard(self, handler, sample_gateway):
         assert handler(load_event("forged_http_connect"), None)["statusCode"] == 403
+
+
+def http_event(name: str, path: str) -> dict:
+    """A sample HTTP event of each format, asking for ``path`` (below the stage)."""
+    event = load_event(name)
+    if "rawPath" in event:
+        event["rawPath"] = path
+    else:
+        event["path"] = path
+        if "path" in event["requestContext"]:
+            event["requestContext"]["path"] = f"/production{path}"
+    return event
+
+
+HTTP_FORMATS = ["http_rest_v1", "http_api_v2", "http_alb", "http_function_url"]
+
+
+class TestErrorsEscapingDjango:
+    """Malformed is decided by the event's shape; what escapes Django afterwards is the
+    application's error: a 500 with its traceback in the log, never a 400 blaming the client."""
+
+    @pytest.fixture(autouse=True)
+    def failing_urls(self, settings):
+        settings.ROOT_URLCONF = "tests.failing_urls"
+
+    @staticmethod
+    def assert_logged_as_a_bug(output: str, detail: str) -> None:
+        lines = log_lines(output)
+        errors = [line for line in lines if line.get("level") == "ERROR"]
+        assert [line["message"] for line in errors] == ["Unhandled error in Lambda handler"]
+        assert "Traceback" in errors[0]["exception"] and detail in errors[0]["exception"]
+        assert not [line for line in lines if "Malformed" in str(line.get("message"))]
+
+    @pytest.mark.parametrize("name", HTTP_FORMATS)
+    def test_a_view_error_django_propagates_is_a_500(self, handler, settings, capsys, name):
+        settings.DEBUG_PROPAGATE_EXCEPTIONS = True
+        capsys.readouterr()
+        result = handler(http_event(name, "/failing/key-error/"), None)
+        assert result == {"statusCode": 500, "body": "Internal error"}
+        self.assert_logged_as_a_bug(capsys.readouterr().out, "setting the view forgot")
+
+    @pytest.mark.parametrize("name", HTTP_FORMATS)
+    def test_a_streamed_response_that_fails_is_a_500(self, handler, capsys, name):
+        capsys.readouterr()
+        result = handler(http_event(name, "/failing/stream/"), None)
+        assert result == {"statusCode": 500, "body": "Internal error"}
+        self.assert_logged_as_a_bug(capsys.readouterr().out, "row the stream forgot")
+
+    def test_a_websocket_view_error_django_propagates_is_a_500(self, handler, settings, capsys):
+        settings.DEBUG_PROPAGATE_EXCEPTIONS = True
+        capsys.readouterr()
+        result = handler(load_event("disconnect"), None)
+        assert result == {"statusCode": 500, "body": "Internal error"}
+        self.assert_logged_as_a_bug(capsys.readouterr().out, "session key the dispatch forgot")
+
+    def test_without_propagation_django_answers_the_view_error_itself(self, handler):
+        result = handler(http_event("http_rest_v1", "/failing/key-error/"), None)
+        assert result["statusCode"] == 500 and "Malformed" not in result["body"]
+
+
+def reshaped(name: str, **changes) -> dict:
+    """A sample event with top-level keys replaced (a value of ``...`` removes the key)."""
+    event = load_event(name)
+    for key, value in changes.items():
+        if value is ...:
+            event.pop(key, None)
+        else:
+            event[key] = value
+    return event
+
+
+class TestMalformedHttpShapes:
+    """Each part of an HTTP event a request is built from, of the wrong shape: a 400 and one
+    warning line, before apig-wsgi or Django run."""
+
+    @pytest.mark.parametrize(
+        "event",
+        [
+            reshaped("http_rest_v1", version="3.0"),
+            reshaped("http_rest_v1", version=None),
+            reshaped("http_rest_v1", path="/\u20ac"),
+            reshaped("http_rest_v1", body=5),
+            reshaped("http_rest_v1", body="abc", isBase64Encoded=True),
+            reshaped("http_rest_v1", body="\u00e9t\u00e9", isBase64Encoded=True),
+            reshaped("http_rest_v1", multiValueHeaders={"Host": []}),
+            reshaped("http_rest_v1", multiValueHeaders={"Host": "example.com"}),
+            reshaped("http_rest_v1", multiValueHeaders={"Accept": [7]}),
+            reshaped("http_rest_v1", multiValueHeaders=..., headers={"Accept": None}),
+            reshaped(
+                "http_rest_v1",
+                multiValueHeaders=...,
+                headers={"Content-Type": "text/plain; charset=\x00"},
+            ),
+            reshaped("http_rest_v1", multiValueQueryStringParameters="a=b"),
+            reshaped("http_alb", queryStringParameters=["a", "b"]),
+            reshaped("http_api_v2", headers=...),
+            reshaped("http_api_v2", headers=None),
+            reshaped("http_api_v2", rawPath=...),
+            reshaped("http_api_v2", rawQueryString=None),
+            reshaped("http_api_v2", cookies=None),
+            reshaped("http_api_v2", cookies=["a=b", 3]),
+            reshaped("http_function_url", requestContext={"http": {"method": "GET"}}),
+            reshaped("http_function_url", body=["x"]),
+        ],
+    )
+    def test_is_a_400_with_a_warning(self, handler, capsys, event):
+        capsys.readouterr()
+        assert handler(event, None) == {"statusCode": 400, "body": "Malformed event"}
+        lines = log_lines(capsys.readouterr().out)
+        warnings = [line for line in lines if line["level"] != "INFO"]
+        assert len(warnings) == 1 and warnings[0]["level"] == "WARNING"
+        assert warnings[0]["message"].startswith("Malformed event: ")
+        assert "exception" not in warnings[0]
+
+    @pytest.mark.parametrize("name", HTTP_FORMATS)
+    def test_the_samples_pass(self, handler, name):
+        assert handler(load_event(name), None)["statusCode"] < 400
+
+    def test_console_test_events_without_headers_or_query_pass(self, handler):
+        event = reshaped(
+            "http_rest_v1",
+            headers=None,
+            multiValueHeaders=None,
+            queryStringParameters=None,
+            multiValueQueryStringParameters=None,
+            body=None,
+        )
+        assert handler(event, None)["statusCode"] < 500
+
+    def test_a_stage_prefix_django_cannot_decode_is_left_in_the_path(self, handler):
+        v1 = load_event("http_rest_v1")
+        v1["path"], v1["requestContext"]["path"] = "/login/", "/\u00e9/login/"
+        v2 = load_event("http_api_v2")
+        v2["requestContext"]["stage"], v2["rawPath"] = "\u00e9", "/\u00e9/login/"
+        assert handler(v1, None)["statusCode"] == 200
+        assert handler(v2, None)["statusCode"] == 404

@@ -161,7 +161,7 @@ ApiGateway.objects.create(
     api_name="chat", api_id=sys.argv[1], api_created=True, stage_name="dev",
     target_base_endpoint="https://example.invalid/ws/", management_endpoint_url=sys.argv[2],
 )
-tokens = [WebSocketToken.generate_token(user, session.session_key).token for _ in range(4)]
+tokens = [WebSocketToken.generate_token(user, session.session_key).token for _ in range(7)]
 print(json.dumps({"session": session.session_key, "tokens": tokens}))
 """
 
@@ -472,6 +472,138 @@ def test_token_is_one_time(sandbox, seeded):
         reused, {"ws_token": seeded["tokens"][1]}, f"sessionid={seeded['session']}"
     )
     assert answer(sandbox, reused)["statusCode"] == 401
+
+
+# ---------------------------------------------------------------- SnapStart
+
+SNAPSHOT_AND_RESTORE = r"""
+import json, os, random, sys, threading, time
+from awslambdaric import lambda_runtime_hooks_runner as runtime_hooks
+
+import lambda_handler  # Lambda's init phase: what SnapStart snapshots
+
+from django.db import connection
+from django_aws_api_gateway_websockets.send_policy import backoff_delay
+from django_aws_api_gateway_websockets.serverless.local import LocalLambdaContext
+
+plan = json.loads(os.environ["SNAPSTART_PLAN"])
+
+
+def sockets():
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return sorted(found)
+
+
+def serve(events):
+    answers = []
+    for event in events:
+        result = lambda_handler.handler(event, LocalLambdaContext())
+        answers.append([result["statusCode"], json.loads(result.get("body") or "null")])
+    return answers
+
+
+# What a priming step or a project's init code may leave live: a database connection, clients,
+# the fan-out's loop and keep-alive pool.
+primed = serve(plan["prime"])
+before = {"sockets": sockets(), "threads": sorted(t.name for t in threading.enumerate())}
+runtime_hooks.run_before_snapshot()  # the runtime's own runner: reverse registration order
+after = {"sockets": sockets(), "threads": sorted(t.name for t in threading.enumerate())}
+snapshot = random.getstate()
+
+go_read, go_write = os.pipe()
+children = []
+for events in plan["children"]:
+    out_read, out_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(go_write)
+            os.read(go_read, 1)  # both copies start at once
+            random.setstate(snapshot)  # fork() reseeds random; a restored snapshot does not
+            started = time.perf_counter()
+            runtime_hooks.run_after_restore()
+            answers = serve(events)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backend = cursor.fetchone()[0]
+            report = {
+                "answers": answers,
+                "seconds": time.perf_counter() - started,
+                "jitter": [backoff_delay(8, 1.0) for _ in range(3)],
+                "backend": backend,
+                "sockets": sockets(),
+            }
+            os.write(out_write, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(out_write)
+    children.append((pid, out_read))
+os.write(go_write, b"go")
+reports = []
+for pid, out_read in children:
+    with os.fdopen(out_read) as pipe:
+        reports.append(json.loads(pipe.read() or "null"))
+    os.waitpid(pid, 0)
+print(json.dumps({"primed": primed, "before": before, "after": after, "children": reports}))
+"""
+
+
+def connect_and_chat(connection_id: str, token: str, text: str) -> list[dict[str, Any]]:
+    connect = addressed("apigw-websocket-request.json", connection_id)
+    with_query_and_cookie(connect, {"ws_token": token, "channel": "snapstart"})
+    message = addressed(
+        "apigw-websocket-request-send-message.json",
+        connection_id,
+        body=json.dumps({"action": "chat_message", "message": text}),
+    )
+    return [connect, message]
+
+
+def test_snapstart_restored_copies_share_nothing_and_answer_every_event(
+    sandbox, seeded, connections_api
+):
+    """The packaged handler initialised once, snapshotted by the runtime's own hook runner,
+    restored twice at once (fork), on PostgreSQL: each copy answers CONNECT and a broadcasting
+    MESSAGE with its own database connection, sockets and jitter."""
+    tokens = seeded["tokens"]
+    plan = {
+        "prime": connect_and_chat("SnApPrImE0000A=", tokens[4], "before the snapshot"),
+        "children": [
+            connect_and_chat(f"SnApCoPy{n}00000A=", tokens[5 + n], f"from copy {n}")
+            for n in range(2)
+        ],
+    }
+    run = sandbox.run_script(SNAPSHOT_AND_RESTORE, environment={"SNAPSTART_PLAN": json.dumps(plan)})
+    assert run.returncode == 0, run.stderr[-4000:]
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+
+    ack = {"type": "ack", "delivered": 1}
+    assert outcome["primed"] == [[200, {"status": "connected"}], [200, ack]]
+    # Live before the hooks: the database and @connections sockets, the fan-out's loop thread.
+    assert outcome["before"]["sockets"] and "ws-connections" in outcome["before"]["threads"]
+    # Nothing of it goes into the snapshot.
+    assert outcome["after"] == {"sockets": [], "threads": ["MainThread"]}
+
+    first, second = outcome["children"]
+    for restored in (first, second):
+        connected, chatted = restored["answers"]
+        assert connected == [200, {"status": "connected"}]
+        assert chatted[0] == 200 and chatted[1]["type"] == "ack" and chatted[1]["delivered"] >= 1
+    assert first["backend"] != second["backend"]
+    assert not set(first["sockets"]) & set(second["sockets"])
+    assert first["jitter"] != second["jitter"]
+    for n in range(2):
+        posted = connections_api.to(f"SnApCoPy{n}00000A=")
+        assert any(f"from copy {n}" in json.dumps(payload) for payload in posted), posted
 
 
 # ---------------------------------------------------------------- schedules

@@ -638,15 +638,51 @@ def test_resume_creates_a_missing_stage_but_surfaces_other_stage_errors(settings
 
 
 @pytest.mark.django_db
-def test_created_gateway_is_not_created_again(settings):
+def test_created_gateway_is_a_logged_no_op_without_aws(settings, caplog):
+    """As in the original package: a second create_gateway() returns None and calls nothing."""
     settings.AWS_GATEWAY_REGION_NAME = REGION
-    gateway = http_gateway(api_id="api123", api_created=True)
+    gateway = http_gateway(api_id="api123", api_created=True, deployment_id="dep-1")
+    caplog.set_level("INFO", logger="django_aws_api_gateway_websockets.provisioning")
+
+    with patch(PATCH_TARGET) as get_client:
+        assert gateway.create_gateway() is None
+
+    get_client.assert_not_called()
+    [record] = [r for r in caplog.records if r.name.endswith(".provisioning")]
+    assert record.levelname == "INFO"
+    assert "Chat" in record.getMessage() and "already created" in record.getMessage()
+    gateway.refresh_from_db()
+    assert (gateway.api_id, gateway.deployment_id, gateway.api_created) == (
+        "api123",
+        "dep-1",
+        True,
+    )
+
+
+def without_region(settings: Any) -> None:
+    """A project that configured no region at all (the testing guide's test settings)."""
+    for name in ("AWS_GATEWAY_REGION_NAME", "AWS_REGION_NAME"):
+        if hasattr(settings, name):
+            delattr(settings, name)
+
+
+@pytest.mark.django_db
+def test_lambda_integration_without_region_says_which_setting_is_missing(settings):
+    """The Lambda integration URI and invoke permission do need the region: a clear error
+    before anything is created."""
+    without_region(settings)
+    function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:ws"
+    gateway = http_gateway(target_base_endpoint="", lambda_function_arn=function_arn)
+
+    client = mock_apigw_client()
     with (
-        patch(PATCH_TARGET) as get_client,
-        pytest.raises(GatewayProvisioningError, match="already created"),
+        patch(PATCH_TARGET, return_value=client),
+        pytest.raises(GatewayProvisioningError, match="connect to AWS.*AWS_GATEWAY_REGION_NAME"),
     ):
         gateway.create_gateway()
-    get_client.assert_not_called()
+    client.create_api.assert_not_called()  # nothing half-made in AWS
+    gateway.refresh_from_db()
+    assert (gateway.api_id, gateway.api_created) == ("", False)
 
 
 @pytest.mark.django_db
@@ -821,6 +857,43 @@ def test_custom_domain_before_gateway_is_created_fails_clearly(settings):
 
 
 @pytest.mark.django_db
+def test_created_custom_domain_is_a_logged_no_op_without_aws(api_gateway, caplog):
+    api_gateway.domain_name = "ws.example.com"
+    api_gateway.certificate_arn = CERTIFICATE_ARN
+    api_gateway.api_mapping_id = "map-1"
+    api_gateway.custom_domain_created = True
+    api_gateway.save()
+    caplog.set_level("INFO", logger="django_aws_api_gateway_websockets.provisioning")
+
+    with patch(PATCH_TARGET) as get_client:
+        assert api_gateway.create_custom_domain() is None
+
+    get_client.assert_not_called()
+    [record] = [r for r in caplog.records if r.name.endswith(".provisioning")]
+    assert "ws.example.com" in record.getMessage()
+    assert "already created" in record.getMessage()
+    assert ApiGateway.objects.get(pk=api_gateway.pk).api_mapping_id == "map-1"
+
+
+@pytest.mark.django_db
+def test_unready_records_raise_value_error_as_the_original_did(api_gateway):
+    """Code written against the original catches ValueError for these preconditions."""
+    not_created = http_gateway(domain_name="ws.example.com", certificate_arn=CERTIFICATE_ARN)
+    no_certificate = api_gateway
+    no_certificate.domain_name = "ws.example.com"
+    no_target = ApiGateway.objects.create(api_name="No target")
+
+    with patch(PATCH_TARGET) as get_client:
+        with pytest.raises(ValueError, match="before its custom domain"):
+            not_created.create_custom_domain()
+        with pytest.raises(ValueError, match="certificate_arn"):
+            no_certificate.create_custom_domain()
+        with pytest.raises(ValueError, match="target_base_endpoint"):
+            no_target.create_gateway()
+    get_client.assert_not_called()
+
+
+@pytest.mark.django_db
 def test_custom_domain_needs_domain_and_certificate(api_gateway):
     api_gateway.domain_name = "ws.example.com"
     with (
@@ -880,6 +953,121 @@ def test_custom_domain_mapping_failure_then_resume(api_gateway):
 
 
 # ---------------------------------------------------------------------------------------------
+# Names AWS is sent: validated by ApiGateway.clean(), so they fail on their field, not in AWS
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["Chat", "chat-prod_2", "Support desk", "chat.example.com v2", "7", "x" * 128]
+)
+def test_api_names_aws_accepts_pass_clean(name):
+    ApiGateway(api_name=name).clean()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        " leading space",
+        "trailing ",
+        "-dash first",
+        "chat/prod",
+        "chat<script>",
+        "naïve",
+        "tab\tname",
+        "x" * 129,
+    ],
+)
+def test_bad_api_names_fail_clean_on_the_field(name):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(api_name=name).clean()
+    assert set(excinfo.value.message_dict) == {"api_name"}
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "ws.example.com",
+        "WS.Example.COM",
+        "a.b.c.example.co.uk",
+        "*.example.com",
+        "x1-y.io",
+        f"{'a' * 63}.example.com",
+    ],
+)
+def test_domain_names_aws_accepts_pass_clean(domain):
+    ApiGateway(api_name="Chat", domain_name=domain).clean()
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "https://ws.example.com",
+        "ws.example.com/",
+        "ws.example.com:443",
+        "localhost",
+        "-ws.example.com",
+        "ws-.example.com",
+        "ws..example.com",
+        "ws.example.com.",
+        "ws_1.example.com",
+        "192.168.0.1",
+        "ws.*.example.com",
+        "ws example.com",
+        f"{'a' * 64}.example.com",
+        ".".join(["abcdefghi"] * 26),
+    ],
+)
+def test_bad_domain_names_fail_clean_on_the_field(domain):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(api_name="Chat", domain_name=domain).clean()
+    assert set(excinfo.value.message_dict) == {"domain_name"}
+
+
+@pytest.mark.parametrize("stage", ["", "prod stage", "v1.2", "$default", "x" * 129])
+def test_bad_stage_names_fail_clean_on_the_field(stage):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(api_name="Chat", stage_name=stage).clean()
+    assert set(excinfo.value.message_dict) == {"stage_name"}
+
+
+@pytest.mark.django_db
+def test_full_clean_reports_every_bad_name_at_once_and_the_admin_shows_it(admin_client):
+    with pytest.raises(ValidationError) as excinfo:
+        ApiGateway(
+            api_name="chat!", domain_name="not a domain", target_base_endpoint="https://x/"
+        ).full_clean()
+    assert set(excinfo.value.message_dict) == {"api_name", "domain_name"}
+
+    response = admin_client.post(
+        "/admin/django_aws_api_gateway_websockets/apigateway/add/",
+        {
+            "api_name": "chat!",
+            "domain_name": "https://ws.example.com",
+            "default_channel_name": "default",
+            "api_key_selection_expression": "$request.header.x-api-key",
+            "route_selection_expression": "$request.body.action",
+            "route_key": "$default",
+            "stage_name": "production",
+            "tags": "{}",
+            "additional_routes-TOTAL_FORMS": "0",
+            "additional_routes-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the errors on their fields
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"api_name", "domain_name"}
+    assert "no scheme" in errors["domain_name"][0]
+    assert not ApiGateway.objects.exists()
+
+
+def test_route_str_needs_no_gateway():
+    route = ApiGatewayAdditionalRoute(name="Chat messages", route_key="chat_message")
+    assert str(route) == "Chat messages"
+    assert str(ApiGatewayAdditionalRoute(route_key="chat_message")) == "chat_message"
+
+
+# ---------------------------------------------------------------------------------------------
 # URL validation, region and client helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -890,9 +1078,8 @@ def test_custom_domain_mapping_failure_then_resume(api_gateway):
     ["https://testserver/ws/", "http://localhost:8000/ws/", "https://example.com/ws", "https://x"],
 )
 def test_endpoint_urls_with_any_host_pass_full_clean(url):
-    gateway = ApiGateway(
-        api_name=f"ok {url}", target_base_endpoint=url, management_endpoint_url=url
-    )
+    name = f"ok {url.split('://')[1].replace('/', ' ').replace(':', ' ')}".rstrip()
+    gateway = ApiGateway(api_name=name, target_base_endpoint=url, management_endpoint_url=url)
     gateway.full_clean()
     gateway.save()
     route = ApiGatewayAdditionalRoute(

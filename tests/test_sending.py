@@ -10,6 +10,7 @@ botocore, since moto's mock never reports a connection gone).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -189,7 +190,7 @@ def test_single_send_posts_utf8_json_bytes_exactly_once(fake_aws, gateway_a):
     (session,) = make_sessions(gateway_a, "c1")
     data = {"type": "chat", "text": "héllo ☃ 😀 日本語", "n": [1, 2.5, None, True]}
 
-    report = session.send_message(data)
+    response = session.send_message(data)
 
     assert len(fake_aws.posts) == 1
     endpoint, cid, posted = fake_aws.posts[0]
@@ -200,7 +201,8 @@ def test_single_send_posts_utf8_json_bytes_exactly_once(fake_aws, gateway_a):
     assert json.loads(posted.decode("utf-8")) == data
     # Non-ASCII travels as UTF-8, not as \u escapes (which would inflate it against the limit).
     assert "☃".encode() in posted and b"\\u" not in posted
-    assert (report.delivered, report.gone, report.failed) == (1, 0, 0)
+    # The client's own response comes back, as post_to_connection returned it.
+    assert response == {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
 
 def test_django_types_are_encoded(fake_aws, gateway_a):
@@ -312,14 +314,24 @@ def test_queryset_send_of_exactly_the_limit_is_posted_to_everyone(fake_aws, gate
 def test_single_send_to_gone_connection_marks_session_disconnected(fake_aws, gateway_a):
     session, other = make_sessions(gateway_a, "gone-1", "alive-1")
     fake_aws.script["gone-1"] = [gone_error()]
+    reports = []
 
-    report = session.send_message({"type": "x"})
+    def receiver(sender, report, **kwargs):
+        reports.append(report)
+
+    sending.messages_sent.connect(receiver)
+    try:
+        assert session.send_message({"type": "x"}) is None
+    finally:
+        sending.messages_sent.disconnect(receiver)
 
     assert session.connected is False
     session.refresh_from_db()
     assert session.connected is False
     other.refresh_from_db()
     assert other.connected is True
+    # Receivers of messages_sent still see what happened.
+    ((report,),) = [reports]
     assert (report.delivered, report.gone, report.failed) == (0, 1, 0)
     assert report.gone_connection_ids == ["gone-1"]
     # Gone is final: no retry.
@@ -330,9 +342,8 @@ def test_http_410_without_gone_code_counts_as_gone(fake_aws, gateway_a):
     (session,) = make_sessions(gateway_a, "c1")
     fake_aws.script["c1"] = [client_error("410", 410)]
 
-    report = session.send_message({"type": "x"})
+    assert session.send_message({"type": "x"}) is None
 
-    assert report.gone == 1
     session.refresh_from_db()
     assert session.connected is False
 
@@ -533,10 +544,10 @@ def test_single_send_retries_throttling_then_delivers(fake_aws, gateway_a, error
     (session,) = make_sessions(gateway_a, "c1")
     fake_aws.script["c1"] = [error, error, "ok"]
 
-    report = session.send_message({"t": 1})
+    response = session.send_message({"t": 1})
 
     assert fake_aws.attempts["c1"] == 3
-    assert report.delivered == 1
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
     session.refresh_from_db()
     assert session.connected is True
 
@@ -867,9 +878,10 @@ def test_real_boto3_over_http_delivers_and_detects_gone(connections_server, loca
     data = {"type": "chat", "text": "Grüße, 世界"}
 
     delivered = alive.send_message(data)
-    gone_report = gone.send_message(data)
 
-    assert (delivered.delivered, gone_report.gone) == (1, 1)
+    # Real botocore answers: the response dict with its metadata, None for a gone connection.
+    assert delivered["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert gone.send_message(data) is None
     assert connections_server.bodies_for("alive=") == [wire(data)]
     gone.refresh_from_db()
     assert gone.connected is False
@@ -1092,7 +1104,7 @@ def test_both_transports_retry_the_same_throttling_answers(
     single, room_a, room_b = make_sessions(local_gateway, "single", "room-a", "room-b")
     connections_server.throttle = {"single": 2, "room-a": 2}
 
-    assert single.send_message({"t": 1}).delivered == 1
+    assert single.send_message({"t": 1})["ResponseMetadata"]["HTTPStatusCode"] == 200
     single.connected = False
     single.save()
     report = WebSocketSession.objects.all().send_message({"t": 2})
@@ -1124,17 +1136,24 @@ def test_outcomes_compare_equal_to_their_names():
     assert not send_policy.Outcome.GONE.failed
 
 
-def test_warm_sends_reuse_one_client_and_the_open_connections(connections_server, local_gateway):
+def test_warm_sends_reuse_one_client_and_the_open_connections(
+    connections_server, local_gateway, monkeypatch
+):
     """A warm container builds the @connections client once and keeps its connections."""
-    from django_aws_api_gateway_websockets import models
+    from django_aws_api_gateway_websockets import aws
 
+    built = []
+    real_new_client = aws.new_client
+    monkeypatch.setattr(aws, "_MANAGEMENT_CLIENTS", {})
+    monkeypatch.setattr(
+        aws, "new_client", lambda *a, **kw: built.append(a) or real_new_client(*a, **kw)
+    )
     make_sessions(local_gateway, "a", "b", "c")
-    with patch(PATCH_POINT, wraps=models.get_boto3_client) as factory:
-        for number in range(5):
-            report = WebSocketSession.objects.all().send_message({"n": number})
-            assert (report.delivered, report.failed) == (3, 0)
+    for number in range(5):
+        report = WebSocketSession.objects.all().send_message({"n": number})
+        assert (report.delivered, report.failed) == (3, 0)
 
-    assert factory.call_count == 1
+    assert len(built) == 1
     assert connections_server.connections <= 3
     for cid in ("a", "b", "c"):
         assert connections_server.bodies_for(cid) == [wire({"n": n}) for n in range(5)]
@@ -1172,3 +1191,197 @@ def test_a_queryset_send_through_a_dropping_server_never_raises_nor_sends_twice(
     assert set(report.gone_connection_ids) <= set(gone)
     # Sessions answered 410 are marked; a dropped post leaves its session as it was.
     assert connected_ids() == set(alive + gone) - set(report.gone_connection_ids)
+
+
+def test_a_first_send_opens_its_connection_while_the_client_is_built(local_gateway, monkeypatch):
+    """A fresh process spends ~45 ms building its botocore client; the first connection's
+    handshake runs meanwhile, so the first send costs about the slower of the two, not both."""
+    from django_aws_api_gateway_websockets import aws, connections_http
+    from tests.wire_servers import WireServer
+
+    server = WireServer(stage="early")
+    built_at: list[float] = []
+    real_new_client = aws.new_client
+
+    def slow_new_client(*args, **kwargs):
+        time.sleep(0.2)  # what a fresh process's first client costs, magnified
+        made = real_new_client(*args, **kwargs)
+        built_at.append(time.monotonic())
+        return made
+
+    monkeypatch.setattr(aws, "new_client", slow_new_client)
+    monkeypatch.setattr(aws, "_MANAGEMENT_CLIENTS", {})
+    connections_http.close_shared_transport()
+    try:
+        gateway = ApiGateway.objects.create(
+            api_name="E", api_id="early01", management_endpoint_url=server.url
+        )
+        make_sessions(gateway, "first")
+        report = WebSocketSession.objects.filter(api_gateway=gateway).send_message({"t": 1})
+    finally:
+        server.close()
+
+    assert (report.delivered, report.failed) == (1, 0)
+    assert server.requests == {"first": 1}
+    assert server.connections == 1  # the early connection carried the post
+    assert server.accepted_at[0] < built_at[0]
+
+
+def test_a_patched_factory_is_asked_before_anything_is_opened(fake_aws, gateway_a):
+    """The testing guide's mocks decide where sends go: no connection is opened ahead."""
+    from tests.wire_servers import WireServer
+
+    server = WireServer(stage="mocked")
+    try:
+        gateway = ApiGateway.objects.create(
+            api_name="M", api_id="mocked01", management_endpoint_url=server.url
+        )
+        make_sessions(gateway, "m1", "m2")
+        report = WebSocketSession.objects.filter(api_gateway=gateway).send_message({"t": 1})
+        time.sleep(0.05)  # an early open would have been accepted by now
+    finally:
+        server.close()
+
+    assert report.delivered == 2
+    assert fake_aws.posted_ids() == ["m1", "m2"]
+    assert server.connections == 0
+
+
+def test_a_patched_factorys_real_client_sees_every_post_and_is_asked_each_time(
+    connections_server, local_gateway
+):
+    """A test that patches ``get_boto3_client`` to return a real client with a Stubber: the
+    stub answers every post (nothing reaches the network), and the client is never kept."""
+    import boto3
+    from botocore.stub import Stubber
+
+    make_sessions(local_gateway, "s1", "s2")
+    made = []
+
+    def factory(service="apigatewayv2", **kwargs):
+        client = boto3.client(service, **kwargs)
+        stubber = Stubber(client)
+        for _ in range(2):
+            stubber.add_response("post_to_connection", {})
+        stubber.activate()
+        made.append(stubber)
+        return client
+
+    with patch(PATCH_POINT, side_effect=factory):
+        for _ in range(2):
+            report = WebSocketSession.objects.all().send_message({"t": 1})
+            assert (report.delivered, report.failed) == (2, 0)
+
+    assert len(made) == 2  # asked again for the second send
+    for stubber in made:
+        stubber.assert_no_pending_responses()
+    assert connections_server.requests == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_builds_its_own_client_and_connections(settings, monkeypatch):
+    """The parent's kept client holds a keep-alive socket: a child must never write on it."""
+    from django_aws_api_gateway_websockets import aws
+    from tests.wire_servers import WireServer
+
+    settings.AWS_GATEWAY_REGION_NAME = "us-east-1"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = WireServer(stage="fork")
+    try:
+        parent_client = aws.management_client(server.url)
+        assert sending.post_to_connection(parent_client, "parent-1", b"{}") == "delivered"
+        aws._SESSIONS_LOCK.acquire()  # another thread holds it at the moment of the fork
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    child_client = aws.management_client(server.url)
+                    outcome = sending.post_to_connection(child_client, "child-1", b"{}")
+                    code = 0 if child_client is not parent_client and outcome == "delivered" else 2
+                finally:
+                    os._exit(code)
+        finally:
+            aws._SESSIONS_LOCK.release()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert sending.post_to_connection(parent_client, "parent-2", b"{}") == "delivered"
+    finally:
+        server.close()
+    assert server.connections == 2  # the parent's socket, and the child's own
+
+
+def test_an_endpoint_that_cannot_be_set_up_fails_only_its_own_sessions(
+    settings, monkeypatch, caplog
+):
+    """botocore refuses a host the model accepts (an underscore): that gateway's sessions are
+    counted as failed with one log line, and every other gateway's are still sent."""
+    from tests.wire_servers import WireServer
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    settings.AWS_GATEWAY_REGION_NAME = "us-east-1"
+    server = WireServer(stage="good")
+    try:
+        good = ApiGateway.objects.create(
+            api_name="G", api_id="good01", management_endpoint_url=server.url
+        )
+        bad = ApiGateway.objects.create(
+            api_name="B", api_id="bad01", management_endpoint_url="http://local_gateway:8000/dev"
+        )
+        make_sessions(good, "g0", "g1", "g2")
+        make_sessions(bad, "b0", "b1")
+        make_sessions(good, "g3", "g4")
+        with caplog.at_level("ERROR", logger="django_aws_api_gateway_websockets.sending"):
+            report = WebSocketSession.objects.order_by("pk").send_message({"t": 1})
+    finally:
+        server.close()
+
+    assert (report.delivered, report.failed) == (5, 2)
+    assert set(server.requests) == {"g0", "g1", "g2", "g3", "g4"}
+    lines = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("2 session(s) not sent: http://local_gateway")
+
+
+def test_the_boto3_path_logs_one_line_per_kind_of_failure(fake_aws, gateway_a, caplog):
+    """As the signed HTTP path does: 40 connections failing alike are one ERROR line."""
+    ids = [f"f{n}" for n in range(40)]
+    make_sessions(gateway_a, *ids, "ok")
+    for connection_id in ids:
+        fake_aws.script[connection_id] = [forbidden_error()]
+    with caplog.at_level("DEBUG", logger="django_aws_api_gateway_websockets.sending"):
+        report = WebSocketSession.objects.all().send_message({"t": 1})
+
+    assert (report.delivered, report.failed) == (1, 40)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].startswith("40 post(s) to @connections failed: ForbiddenException")
+
+
+@pytest.mark.parametrize("single", [True, False], ids=["one-session", "queryset"])
+def test_a_failing_signal_receiver_never_makes_a_delivered_send_raise(
+    fake_aws, gateway_a, caplog, single
+):
+    from django_aws_api_gateway_websockets.signals import messages_sent
+
+    (session,) = make_sessions(gateway_a, "r1")
+
+    def broken_receiver(sender, report, **kwargs):
+        raise RuntimeError("metrics backend down")
+
+    messages_sent.connect(broken_receiver)
+    try:
+        if single:
+            session.send_message({"t": 1})
+        else:
+            assert WebSocketSession.objects.all().send_message({"t": 1}).delivered == 1
+    finally:
+        messages_sent.disconnect(broken_receiver)
+    assert fake_aws.posted_ids() == ["r1"]
+    assert any("receiver" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_no_backoff_pause_outgrows_the_cap():
+    """send_max_retries=10 at 0.05 s would otherwise pause up to 25.6 s inside a 29 s route."""
+    pauses = [send_policy.backoff_delay(attempt, 0.05) for attempt in range(40) for _ in range(20)]
+    assert max(pauses) <= send_policy.MAX_BACKOFF_SECONDS
+    assert max(send_policy.backoff_delay(1, 0.05) for _ in range(200)) <= 0.1

@@ -263,15 +263,11 @@ def test_two_browsers_chat_on_the_documented_urls(offline):
     """The page's promise: open http://localhost:PORT/, log in, chat (Chromium, as a user)."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.browsers import launch_chromium
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
     site = f"http://localhost:{offline.http_port}/"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+        browser = launch_chromium(playwright)
         try:
             pages = []
             for username in ("alice", "bob"):

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,9 +79,14 @@ class WireServer:
         behaviour: Behaviour | None = None,
         stage: str = "prod",
         tls: ssl.SSLContext | None = None,
+        handshake_delay: float = 0.0,
     ) -> None:
         self.behaviour = behaviour or Behaviour()
         self.tls = tls
+        # Seconds before a new socket's TLS handshake (or first read): a far-away endpoint.
+        self.handshake_delay = handshake_delay
+        # time.monotonic() of each accepted connection.
+        self.accepted_at: list[float] = []
         self.stage = stage
         self.lock = threading.Lock()
         self.handled: Counter[str] = Counter()
@@ -103,6 +109,7 @@ class WireServer:
                 return
             with self.lock:
                 self.connections += 1
+                self.accepted_at.append(time.monotonic())
                 self._sockets.append(sock)
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
@@ -110,6 +117,8 @@ class WireServer:
         buffer = b""
         on_this_socket = 0
         try:
+            if self.handshake_delay:
+                time.sleep(self.handshake_delay)
             if self.tls is not None:
                 sock = self.tls.wrap_socket(sock, server_side=True)
             while True:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .events import EventKind, MalformedEvent, WebSocketEvent, classify, scheduled_function_name
+from .http_shape import check_http_event
 
 LambdaHandler = Callable[[Any, Any], Any]
 SLUG = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -62,6 +63,10 @@ def make_lambda_handler(
         gc.freeze()
         if collecting:
             gc.enable()
+    # With SnapStart, the init just done is snapshotted: nothing live may go into it.
+    from .snapstart import register_hooks
+
+    register_hooks()
     return handler
 
 
@@ -99,14 +104,6 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
     # After django.db's close_old_connections (connected during set-up): see the receiver.
     request_started.connect(probe_database_on_request, dispatch_uid="websockets-probe-database")
 
-    def convert(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """apig-wsgi on an event; its errors building the request mean a malformed event
-        (failures inside Django are already 500 responses)."""
-        try:
-            return wsgi_handler(event, context)
-        except (KeyError, AttributeError, TypeError, ValueError) as error:
-            raise MalformedEvent(f"cannot build a request: {type(error).__name__}") from None
-
     def websocket(event: dict[str, Any], context: Any) -> dict[str, Any]:
         parsed = WebSocketEvent.from_event(event)
         logger.thread_safe_append_keys(
@@ -120,7 +117,8 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
             return refused
         route = parsed.route_name if SLUG.match(parsed.route_name) else "default"
         path = path_template.replace("{route}", route)
-        response = convert(parsed.as_wsgi_event(path, {}), context)
+        # Built from validated parts, so apig-wsgi can always read it: no second check.
+        response = wsgi_handler(parsed.as_wsgi_event(path, {}), context)
         body = response.get("body") or ""
         if response.get("isBase64Encoded"):
             body = base64.b64decode(body).decode("utf-8", errors="replace")
@@ -135,7 +133,8 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
         if kind is EventKind.WEBSOCKET:
             return websocket(event, context)
         if kind is EventKind.HTTP:
-            return convert(event, context)
+            check_http_event(event)
+            return wsgi_handler(event, context)
         if kind is EventKind.KEEP_WARM:
             return {"status": "warm"}
         if kind is EventKind.FANOUT:
@@ -202,7 +201,7 @@ def with_stage_script_name(application: Any) -> Any:
         context = event.get("requestContext") if isinstance(event, dict) else None
         if isinstance(context, dict) and event.get("version") == "2.0":
             stage = context.get("stage")
-            prefix = f"/{stage}" if isinstance(stage, str) and stage != "$default" else ""
+            prefix = f"/{stage}" if _is_stage(stage) and stage != "$default" else ""
             path = environ.get("PATH_INFO", "")
             if prefix and (path == prefix or path.startswith(prefix + "/")):
                 environ["SCRIPT_NAME"] = prefix
@@ -212,12 +211,21 @@ def with_stage_script_name(application: Any) -> Any:
             if isinstance(full_path, str) and isinstance(path, str):
                 # The stage's root without a slash (".../dev") arrives as path "/".
                 if path == "/":
-                    environ["SCRIPT_NAME"] = full_path.rstrip("/")
+                    prefix = full_path.rstrip("/")
                 elif len(full_path) > len(path) and full_path.endswith(path):
-                    environ["SCRIPT_NAME"] = full_path[: -len(path)].rstrip("/")
+                    prefix = full_path[: -len(path)].rstrip("/")
+                else:
+                    prefix = ""
+                if _is_stage(prefix):
+                    environ["SCRIPT_NAME"] = prefix
         return application(environ, start_response)
 
     return wrapped
+
+
+def _is_stage(value: Any) -> bool:
+    """Stage names are ASCII on AWS; Django could not even decode another SCRIPT_NAME."""
+    return isinstance(value, str) and value.isascii()
 
 
 def _flush_metrics(metrics: Any, logger: Any) -> None:

@@ -19,8 +19,9 @@ from ..signals import messages_sent
 
 DEFAULT_SERVICE = "django-websockets"
 DEFAULT_NAMESPACE = "ServerlessDjangoWebSockets"
-# Library and Django loggers that should write the same JSON lines as the handler.
+# Library and Django loggers that also write the handler's JSON lines.
 STRUCTURED_LOGGERS = ("django_aws_api_gateway_websockets", "django.request", "django.security")
+LIBRARY_LOGGER = "django_aws_api_gateway_websockets"
 
 
 class _CurrentStdout:
@@ -33,22 +34,33 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+# One per process: a second Logger for the same service (set up again) reuses it, formatter
+# and all, and a logger that already has it is not given it twice.
+_JSON_HANDLER = logging.StreamHandler(_CurrentStdout())  # type: ignore[arg-type]
+
+
 @lru_cache(maxsize=1)
 def get_logger() -> Any:
-    """The handler's powertools Logger; library loggers share its JSON handler."""
+    """The handler's powertools Logger; ``STRUCTURED_LOGGERS`` also write its JSON lines.
+
+    A library adds, never replaces: the JSON handler joins whatever handlers the project's
+    LOGGING gave those loggers, and propagation is left as it is, so an ``AdminEmailHandler``
+    on ``django`` or a Sentry handler on the root still receives every record.
+    """
     from aws_lambda_powertools import Logger
 
-    handler = logging.StreamHandler(_CurrentStdout())  # type: ignore[arg-type]
     logger = Logger(
         service=os.environ.get("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE),
-        logger_handler=handler,
+        logger_handler=_JSON_HANDLER,
     )
     for name in STRUCTURED_LOGGERS:
-        library_logger = logging.getLogger(name)
-        library_logger.handlers = [handler]
-        library_logger.propagate = False
-        if library_logger.level == logging.NOTSET:
-            library_logger.setLevel(logging.INFO)
+        structured = logging.getLogger(name)
+        if _JSON_HANDLER not in structured.handlers:
+            structured.addHandler(_JSON_HANDLER)
+    library = logging.getLogger(LIBRARY_LOGGER)
+    if library.level == logging.NOTSET:
+        # Our own logger only: Django's keep the levels the project gave them.
+        library.setLevel(logging.INFO)
     messages_sent.connect(_count_sends, dispatch_uid="websocket-metrics")
     return logger
 

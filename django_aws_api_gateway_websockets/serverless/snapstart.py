@@ -1,0 +1,100 @@
+"""Lambda SnapStart: what must not be in a snapshot, and what a restored copy renews.
+
+With SnapStart, Lambda runs the init phase once when a version is published, snapshots the
+memory of the process and starts every cold execution environment from a copy of it. Anything
+live at that moment would be shared by all the copies: database connections, the boto3
+clients (and the credentials they resolved), the keep-alive connections and event loop of the
+fan-out, cached signing keys, and ``random``'s state (every copy would draw the same retry
+jitter). ``before_snapshot`` drops all of it; ``after_restore`` reseeds ``random``. Everything
+else is rebuilt lazily by its first use, as in a fresh process.
+
+The hooks are registered through ``snapshot_restore_py`` (part of Lambda's Python runtimes)
+when it can be imported; Lambda's runtime runs them only when SnapStart is on, so they cost
+nothing elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import sys
+
+logger = logging.getLogger(__name__)
+
+# Code worth having in the snapshot: the first send after a restore then skips importing it.
+# Only modules: nothing here opens a connection or resolves credentials.
+PRELOADED_MODULES = (
+    "django_aws_api_gateway_websockets.sending",
+    "boto3",
+    "botocore.client",
+)
+
+_registered = False
+
+
+def before_snapshot() -> None:
+    """Load what the first events would load, then close and forget everything a restored
+    copy must not share."""
+    preload()
+    from django.db import connections
+
+    connections.close_all()
+    aws = sys.modules.get("django_aws_api_gateway_websockets.aws")
+    if aws is not None:
+        aws.forget_clients()
+    transport = sys.modules.get("django_aws_api_gateway_websockets.connections_http")
+    if transport is not None:
+        transport.close_shared_transport()
+
+
+def preload() -> None:
+    """Import now what a fresh process imports during its first events (the URLconf and the
+    views and admin URLs it builds, the session, message and auth machinery, the send path),
+    so that a restored copy does not. Code only: no connection, no credentials."""
+    from django.conf import settings
+    from django.contrib.auth import get_backends
+    from django.urls import Resolver404, get_resolver
+
+    from ..conf import websocket_setting
+
+    resolver = get_resolver()
+    resolver.url_patterns  # noqa: B018 (imports ROOT_URLCONF and what it includes)
+    # Resolving compiles the patterns' regular expressions on the way (Django does it lazily).
+    for route in ("connect", "default", "disconnect"):
+        try:
+            resolver.resolve(str(websocket_setting("websocket_path")).replace("{route}", route))
+        except Resolver404:
+            logger.debug("No view at the WebSocket path for %s", route)
+    get_backends()
+    names = [*PRELOADED_MODULES, "django.db.models.sql.compiler"]
+    if getattr(settings, "SESSION_ENGINE", None):
+        names.append(settings.SESSION_ENGINE)
+    for setting in ("SESSION_SERIALIZER", "MESSAGE_STORAGE"):
+        if getattr(settings, setting, None):
+            names.append(getattr(settings, setting).rpartition(".")[0])
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # boto3 is the runtime's; a project may not use messages
+            logger.debug("Not preloaded before the snapshot: %s", name)
+
+
+def after_restore() -> None:
+    """Give this copy its own random state (``secrets`` and ``uuid`` read the OS and need none)."""
+    random.seed()
+
+
+def register_hooks() -> bool:
+    """Register the hooks with ``snapshot_restore_py``, once; False when it is not installed."""
+    global _registered
+    if _registered:
+        return True
+    try:
+        from snapshot_restore_py import register_after_restore, register_before_snapshot
+    except ImportError:
+        return False
+    register_before_snapshot(before_snapshot)
+    register_after_restore(after_restore)
+    _registered = True
+    return True
