@@ -3,25 +3,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from tests.browsers import launch_chromium
 from tests.e2e_support import GatewayProcess, e2e_database
-from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
 
 
 def test_navigating_away_from_rooms_logs_no_error(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
     with e2e_database(tmp_path) as database_url:
         gateway = GatewayProcess(database_url)
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-                )
+                browser = launch_chromium(playwright)
                 page = browser.new_page()
                 page.goto(gateway.base_url + "login/")
                 page.fill("input[name=username]", "alice")
