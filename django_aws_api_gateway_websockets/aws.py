@@ -97,19 +97,31 @@ def _session_kwargs() -> dict[str, str]:
 def new_client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
     """A boto3 client for ``service`` with the credentials the settings name; ``region_name``
     defaults to ``region()``. Other keyword arguments go to ``Session.client``."""
+    if "region_name" not in kwargs:  # not setdefault: that would demand a region regardless
+        kwargs["region_name"] = region()
+    with _SESSIONS_LOCK:
+        return _session().client(service, **kwargs)
+
+
+def credentials() -> Any:
+    """The botocore credentials ``new_client`` signs with (None if boto3 finds none)."""
+    with _SESSIONS_LOCK:
+        return _session().get_credentials()
+
+
+def _session() -> Any:
+    """The boto3 Session of the settings' credentials; call it holding ``_SESSIONS_LOCK``.
+
+    A Session loads endpoint and service data from disk (~100 ms of CPU): one is kept per
+    credential set for the life of the process. Session.client is not thread-safe."""
     import boto3
 
     session_kwargs = _session_kwargs()
-    if "region_name" not in kwargs:  # not setdefault: that would demand a region regardless
-        kwargs["region_name"] = region()
-    # A Session loads endpoint and service data from disk (~100 ms of CPU): keep one per
-    # credential set for the life of the process. Session.client is not thread-safe.
     key = (boto3.session.Session, tuple(sorted(session_kwargs.items())))
-    with _SESSIONS_LOCK:
-        session = _SESSIONS.get(key)
-        if session is None:
-            session = _SESSIONS[key] = boto3.session.Session(**session_kwargs)
-        return session.client(service, **kwargs)
+    session = _SESSIONS.get(key)
+    if session is None:
+        session = _SESSIONS[key] = boto3.session.Session(**session_kwargs)
+    return session
 
 
 def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> str:
@@ -135,9 +147,7 @@ def management_client(endpoint_url: str) -> Any:
     from botocore.config import Config
 
     factory = _patch_point().get_boto3_client
-    # SigV4 is signed for the endpoint's own region; a non-AWS endpoint (the local gateway)
-    # accepts any region, so a missing region setting must not stop it.
-    name = execute_api_region(endpoint_url) or configured_region() or "us-east-1"
+    name = signing_region(endpoint_url)
     concurrency = max(10, int(websocket_setting("send_concurrency")))
     key = (factory, endpoint_url, name, concurrency, _credential_settings())
     cached = _MANAGEMENT_CLIENTS.get(key)
@@ -170,6 +180,13 @@ def forget_clients() -> None:
     with _SESSIONS_LOCK:
         _SESSIONS.clear()
         _MANAGEMENT_CLIENTS.clear()
+
+
+def signing_region(endpoint_url: str) -> str:
+    """The region sends to ``endpoint_url`` are signed for: an execute-api URL's own; else
+    (the local gateway, which checks it) the configured region, so a project without a
+    region setting still sends locally: then ``us-east-1``."""
+    return execute_api_region(endpoint_url) or configured_region() or "us-east-1"
 
 
 def _credential_settings() -> tuple[Any, ...]:

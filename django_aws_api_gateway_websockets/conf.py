@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # HTTP integrations only: a secret API Gateway adds as X-Websocket-Integration-Secret, so
     # requests forged straight at the view's URL are refused. Empty: not checked.
     "integration_secret": "",
+    # runapigateway verifies the SigV4 signature of @connections requests as AWS does (the
+    # project's credentials, service execute-api, its region); False accepts any request.
+    "local_gateway_verify_signature": True,
 }
 
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
+import os
 import socket
+import struct
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -59,6 +63,8 @@ class StubHandler:
             }
         if event.get("path") == "/broken":
             return None
+        if event.get("path") == "/slow":
+            time.sleep(0.5)
         return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "site"}
 
     def of_type(self, event_type):
@@ -410,3 +416,99 @@ def test_a_site_stage_must_be_a_name_other_than_the_socket_stage(site_stage):
 
     with pytest.raises(CommandError, match="--site-stage"):
         call_command("runapigateway", "--site-stage", site_stage)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def gateway_records():
+    """What the gateway logs (its own handler: the Lambda handler's logging may have turned
+    propagation off on the library's loggers)."""
+    logger = logging.getLogger("django_aws_api_gateway_websockets.local_gateway")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+def gateway_log():
+    with gateway_records() as records:
+        yield records
+
+
+def raw_socket(gateway) -> socket.socket:
+    """A WebSocket opened by hand, so the test decides how it ends."""
+    conn = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+    conn.sendall(
+        b"GET /dev HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert conn.recv(4096).startswith(b"HTTP/1.1 101")
+    return conn
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def reset(conn: socket.socket) -> None:
+    """Close with a TCP reset, as a killed browser or a dropped network does."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+def went_away(records):
+    return [r for r in records if r.getMessage().startswith("Client went away")]
+
+
+def test_a_browser_navigating_away_is_not_an_error(gateway, stub, gateway_log):
+    """It sends its close frame (1001) and closes the socket without waiting for ours: our
+    close frame meets a reset, and half-closing then fails with ENOTCONN."""
+    for _ in range(3):
+        conn = raw_socket(gateway)
+        conn.sendall(masked_frame(0x8, struct.pack("!H", 1001)))
+        conn.close()
+    wait_for(lambda: len(stub.of_type("DISCONNECT")) == 3)
+    codes = [e["requestContext"]["disconnectStatusCode"] for e in stub.of_type("DISCONNECT")]
+    assert codes == [1001, 1001, 1001]
+    assert [r for r in gateway_log if r.levelno >= logging.WARNING] == []
+    assert all(r.levelno == logging.INFO and not r.exc_info for r in went_away(gateway_log))
+    assert len(went_away(gateway_log)) <= 3
+
+
+def test_a_client_that_drops_its_connection_is_one_info_line(gateway, stub, gateway_log):
+    conn = raw_socket(gateway)
+    conn.sendall(masked_frame(0x1, b'{"action": "sendmessage"}'))
+    reset(conn)
+    wait_for(lambda: stub.of_type("DISCONNECT"))
+    assert stub.of_type("DISCONNECT")[0]["requestContext"]["disconnectStatusCode"] == 1006
+    (line,) = went_away(gateway_log)
+    assert line.levelno == logging.INFO and not line.exc_info
+    assert "Connection reset by peer" in line.getMessage()
+    assert [r for r in gateway_log if r.levelno >= logging.WARNING] == []
+
+
+def test_a_page_request_abandoned_before_its_answer_is_one_info_line(gateway, gateway_log):
+    conn = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+    conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.1)  # the handler is running
+    reset(conn)
+    wait_for(lambda: went_away(gateway_log))
+    time.sleep(0.1)
+    (line,) = went_away(gateway_log)
+    assert line.levelno == logging.INFO and not line.exc_info
+    assert [r for r in gateway_log if r.levelno >= logging.WARNING] == []

@@ -36,6 +36,7 @@ CHOSEN = {
     "require_origin": ("yes", True),
     "websocket_path": ("/ws/", "/ws/"),
     "integration_secret": ("s3cret", "s3cret"),
+    "local_gateway_verify_signature": ("off", False),
 }
 
 

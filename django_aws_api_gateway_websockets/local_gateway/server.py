@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
 import time
@@ -33,6 +34,7 @@ from websockets.server import ServerProtocol
 
 from . import events
 from .http import BadRequest, Request, read_request, response_bytes
+from .sigv4 import SignatureCheck
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,20 @@ class GatewayLimits:
     max_connection_duration: float = 2 * 60 * 60
 
 
+def client_went_away(error: BaseException) -> bool:
+    """Whether ``error`` says the peer is gone (reset, broken pipe, or a socket the kernel
+    already tore down: ``ENOTCONN`` when a browser that navigated away answers our close
+    frame with a reset), not that the gateway is broken."""
+    return isinstance(error, ConnectionError) or (
+        isinstance(error, OSError) and error.errno == errno.ENOTCONN
+    )
+
+
+def log_client_gone(who: str, error: OSError) -> None:
+    """The one line a vanished client is worth: routine for browsers, so INFO, no traceback."""
+    logger.info("Client went away: %s (%s)", who, error.strerror or error)
+
+
 class LocalConnection:
     """One accepted WebSocket: its protocol state, socket and AWS-visible details."""
 
@@ -72,18 +88,26 @@ class LocalConnection:
         # Until a close frame is seen either way, a vanished client is an abnormal closure.
         self.close_code = int(CloseCode.ABNORMAL_CLOSURE)
         self.close_reason = ""
+        # Why the client's socket failed under us, if it did (logged once, at the end).
+        self.lost: OSError | None = None
+
+    def went_away(self, error: OSError) -> None:
+        self.open = False
+        if self.lost is None:
+            self.lost = error
 
     async def flush(self) -> None:
-        data = self.protocol.data_to_send()
-        for chunk in data:
-            if chunk:
-                self.writer.write(chunk)
-            elif self.writer.can_write_eof():
-                self.writer.write_eof()
         try:
+            for chunk in self.protocol.data_to_send():
+                if chunk:
+                    self.writer.write(chunk)
+                elif self.writer.can_write_eof():
+                    self.writer.write_eof()
             await self.writer.drain()
-        except ConnectionError:
-            self.open = False
+        except OSError as error:
+            if not client_went_away(error):
+                raise
+            self.went_away(error)
 
     async def send_text(self, text: str) -> None:
         if self.open and self.protocol.state is State.OPEN:
@@ -113,8 +137,12 @@ class LocalApiGateway:
         context_factory: Callable[[], Any] = CONTEXT_FACTORY_DEFAULT,
         socket_host: str | None = None,
         site_stage: str = "",
+        signature_check: SignatureCheck | None = None,
     ) -> None:
         self.handler = handler
+        # None: @connections answers any request (the class on its own, in tests); the
+        # runapigateway command passes one, so requests are verified as AWS verifies them.
+        self.signature_check = signature_check
         self.host = host
         self.socket_host = socket_host or host
         self.site_stage = site_stage.strip("/")
@@ -195,8 +223,13 @@ class LocalApiGateway:
             self.tasks.add(task)
         try:
             await self._serve_requests(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
+        except asyncio.CancelledError:
             pass
+        except OSError as error:
+            if not client_went_away(error):
+                logger.exception("Local gateway connection failed")
+            else:
+                log_client_gone(_peer_ip(writer), error)
         except Exception:
             logger.exception("Local gateway connection failed")
         finally:
@@ -243,6 +276,15 @@ class LocalApiGateway:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         prefix = self.management_prefix
         if request.path.startswith(prefix):
+            refusal = self.signature_check and self.signature_check.refusal(request)
+            if refusal:
+                logger.warning(
+                    "@connections %s refused (403 %s): %s",
+                    request.method,
+                    refusal.error_type,
+                    refusal.detail,
+                )
+                return _aws_error(403, refusal.error_type, refusal.message)
             return await self._management(request, unquote(request.path[len(prefix) :]))
         if not self._serves_site(request):
             # API Gateway's answer for a path outside the REST API's stage, or on a WebSocket
@@ -313,7 +355,7 @@ class LocalApiGateway:
         if request.path.rstrip("/") != f"/{self.stage}" or handshake is None:
             response = protocol.reject(404, "No WebSocket API at this path\n")
             protocol.send_response(response)
-            await LocalConnection(info, protocol, writer).flush()
+            await _send_rejection(LocalConnection(info, protocol, writer))
             return
         self.pending.add(info.connection_id)
         try:
@@ -327,7 +369,7 @@ class LocalApiGateway:
         if not 200 <= status < 300:
             logger.info("$connect refused with %s", status)
             protocol.send_response(protocol.reject(status, "Connection refused\n"))
-            await LocalConnection(info, protocol, writer).flush()
+            await _send_rejection(LocalConnection(info, protocol, writer))
             return
         protocol.send_response(protocol.accept(handshake))
         connection = LocalConnection(info, protocol, writer)
@@ -340,6 +382,8 @@ class LocalApiGateway:
         finally:
             self.connections.pop(info.connection_id, None)
             connection.open = False
+            if connection.lost is not None:
+                log_client_gone(f"connection {info.connection_id}", connection.lost)
             await self._disconnect(connection)
 
     async def _converse(self, connection: LocalConnection, reader: asyncio.StreamReader) -> None:
@@ -357,12 +401,17 @@ class LocalApiGateway:
                     break
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=timeout)
-                except TimeoutError:
+                except TimeoutError:  # an OSError too: before the clause below
                     idle = time.monotonic() < deadline
                     await connection.close(
                         int(CloseCode.GOING_AWAY),
                         "Idle timeout" if idle else "Connection duration limit",
                     )
+                    break
+                except OSError as error:
+                    if not client_went_away(error):
+                        raise
+                    connection.went_away(error)
                     break
                 if data:
                     protocol.receive_data(data)
@@ -373,14 +422,16 @@ class LocalApiGateway:
                     if message is not None:
                         connection.info.last_active_at_ms = events.now_ms()
                         inbox.put_nowait(message)
-                await connection.flush()
+                # Before answering: a client that closed and left at once (a browser
+                # navigating away) must still have its own close code in $disconnect.
                 if protocol.close_rcvd is not None:
                     connection.close_code = protocol.close_rcvd.code
                     connection.close_reason = protocol.close_rcvd.reason
                 elif protocol.close_sent is not None and not connection.close_reason:
                     connection.close_code = protocol.close_sent.code
                     connection.close_reason = protocol.close_sent.reason
-                if not data:
+                await connection.flush()
+                if not data or connection.lost is not None:
                     break
         finally:
             inbox.put_nowait(None)
@@ -444,6 +495,13 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 pass
     except (TimeoutError, ConnectionError):
         pass
+
+
+async def _send_rejection(connection: LocalConnection) -> None:
+    """Answer a refused handshake; a client that has already left gets its one INFO line."""
+    await connection.flush()
+    if connection.lost is not None:
+        log_client_gone(f"refused handshake from {connection.info.source_ip}", connection.lost)
 
 
 def _host_name(request: Request) -> str:

@@ -31,13 +31,18 @@ def error_result(status: int, message: str) -> dict[str, Any]:
 
 
 def make_lambda_handler(
-    settings_module: str = "project.settings", websocket_path: str | None = None
+    settings_module: str = "project.settings",
+    websocket_path: str | None = None,
+    *,
+    serve_static: bool = False,
 ) -> LambdaHandler:
     """Set Django up once (per container) and return ``handler(event, context)``.
 
     ``websocket_path`` is where WebSocket events are delivered: ``{route}`` is replaced by
     ``connect``, ``disconnect``, ``default`` or a custom route key. Default: the
-    ``WEBSOCKETS["websocket_path"]`` setting (``/ws/{route}``).
+    ``WEBSOCKETS["websocket_path"]`` setting (``/ws/{route}``). ``serve_static``: answer
+    requests under ``STATIC_URL`` from the staticfiles finders, as ``runserver`` does (the
+    local gateway in development; a deployment serves them with WhiteNoise or a CDN).
     """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     # What set-up creates (modules, models, URL patterns) lives as long as the container, yet
@@ -47,7 +52,7 @@ def make_lambda_handler(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        handler = _build_handler(websocket_path)
+        handler = _build_handler(websocket_path, serve_static)
     except Exception as error:
         # A settings error here would fail Lambda's init, again on every event, and show
         # clients nothing useful: answer each event with a 500 and a line naming the fix.
@@ -65,7 +70,7 @@ def make_lambda_handler(
     return handler
 
 
-def _build_handler(websocket_path: str | None) -> LambdaHandler:
+def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHandler:
     import django
     from django.apps import apps
 
@@ -91,8 +96,13 @@ def _build_handler(websocket_path: str | None) -> LambdaHandler:
     from .response_headers import trim_header_values
 
     path_template = websocket_path or websocket_setting("websocket_path")
+    application = WSGIHandler()
+    if serve_static:
+        from .staticfiles import serving_static_files
+
+        application = serving_static_files(application)
     wsgi_handler = apig_wsgi.make_lambda_handler(
-        with_stage_script_name(trim_header_values(WSGIHandler())), binary_support=True
+        with_stage_script_name(trim_header_values(application)), binary_support=True
     )
     logger = get_logger()
     cold_start = [True]

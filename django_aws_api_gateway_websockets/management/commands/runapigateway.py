@@ -6,9 +6,18 @@ import re
 import signal
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_aws_api_gateway_websockets.local_gateway import GatewayLimits, LocalApiGateway
+from django_aws_api_gateway_websockets import aws
+from django_aws_api_gateway_websockets.conf import websocket_setting
+from django_aws_api_gateway_websockets.local_gateway import (
+    GatewayLimits,
+    LocalApiGateway,
+    SignatureCheck,
+)
 from django_aws_api_gateway_websockets.models import ApiGateway, ApiGatewayAdditionalRoute
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler
 from django_aws_api_gateway_websockets.serverless.local import LocalLambdaContext
@@ -44,6 +53,24 @@ class Command(BaseCommand):
         parser.add_argument("--idle-timeout", type=float, default=600, help="Seconds (AWS: 600).")
         parser.add_argument("--max-duration", type=float, default=7200, help="Seconds (AWS: 7200).")
         parser.add_argument("--workers", type=int, default=8, help="Concurrent invocations.")
+        parser.add_argument(
+            "--nostatic",
+            action="store_false",
+            dest="use_static_handler",
+            help="Do not serve static files, even with DEBUG on (as runserver --nostatic).",
+        )
+        parser.add_argument(
+            "--no-verify-signature",
+            action="store_false",
+            dest="verify_signature",
+            help="Accept @connections requests without a valid SigV4 signature (AWS refuses "
+            "them with 403); also WEBSOCKETS['local_gateway_verify_signature'] = False.",
+        )
+        parser.add_argument(
+            "--insecure",
+            action="store_true",
+            help="Serve static files even with DEBUG off (as runserver --insecure).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
@@ -53,10 +80,12 @@ class Command(BaseCommand):
             raise CommandError(
                 "--site-stage must be a name of letters, digits, - and _, other than --stage."
             )
-        # boto3 refuses to sign without credentials; the emulator never checks them.
+        # boto3 refuses to sign without credentials: dummy ones, unless the project has its
+        # own. Whichever they are, they are what @connections then expects.
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        handler = make_lambda_handler()
+        check = signature_check(options)
+        handler = make_lambda_handler(serve_static=serves_static_files(options))
         gateway = LocalApiGateway(
             handler,
             host=options["host"],
@@ -72,6 +101,7 @@ class Command(BaseCommand):
             context_factory=LocalLambdaContext,
             socket_host=options["socket_host"] or None,
             site_stage=options["site_stage"],
+            signature_check=check,
         )
         try:
             asyncio.run(self.serve(gateway))
@@ -92,6 +122,7 @@ class Command(BaseCommand):
             f"  Site:        {gateway.site_url}\n"
             f"  WebSocket:   {gateway.websocket_url}\n"
             f"  @connections {gateway.management_url}/@connections/{{id}}\n"
+            f"  Signatures:  {describe_check(gateway.signature_check)}\n"
             "Press Ctrl-C to stop.",
             ending="\n",
         )
@@ -100,6 +131,56 @@ class Command(BaseCommand):
         self.stdout.write("Stopping: closing connections (each gets its $disconnect)...")
         await gateway.stop()
         self.stdout.write("Stopped.")
+
+
+def signature_check(options: dict[str, Any]) -> SignatureCheck | None:
+    """How @connections requests are verified: SigV4 with the credentials and region the
+    project's own sends use, unless the flag or the setting turns it off."""
+    if not (options["verify_signature"] and websocket_setting("local_gateway_verify_signature")):
+        return None
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        found = aws.credentials()
+        if found is not None:
+            found.get_frozen_credentials()
+    except BotoCoreError as error:
+        raise CommandError(
+            f"Cannot load the project's AWS credentials to verify @connections requests: "
+            f"{error}. Fix AWS_IAM_PROFILE / the AWS_* settings, or pass --no-verify-signature."
+        ) from None
+    if found is None:
+        raise CommandError(
+            "No AWS credentials to verify @connections requests with: set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY (any values), or pass --no-verify-signature."
+        )
+    region = aws.signing_region(f"http://{options['host']}/{options['stage']}")
+    return SignatureCheck(found, region)
+
+
+def describe_check(check: SignatureCheck | None) -> str:
+    if check is None:
+        return "not verified (turned off)"
+    key = check.credentials.get_frozen_credentials().access_key
+    return f"SigV4 verified (execute-api, {check.region}, access key {key})"
+
+
+def serves_static_files(options: dict[str, Any]) -> bool:
+    """Whether the emulator answers ``STATIC_URL`` itself: runserver's rule (DEBUG, or
+    ``--insecure``; never with ``--nostatic`` or without ``django.contrib.staticfiles``)."""
+    if not options["use_static_handler"]:
+        return False
+    if not apps.is_installed("django.contrib.staticfiles"):
+        return False
+    if not (settings.DEBUG or options["insecure"]):
+        return False
+    from django.contrib.staticfiles.utils import check_settings
+
+    try:
+        check_settings()  # what runserver's handler checks first: STATIC_URL set, not MEDIA_URL
+    except ImproperlyConfigured as error:
+        raise CommandError(f"{error} (or pass --nostatic)") from None
+    return True
 
 
 def register_local_gateway(gateway: LocalApiGateway) -> ApiGateway:
