@@ -422,6 +422,21 @@ class TestObservability:
         assert not [line for line in lines if line.get("message") == "Could not flush metrics"]
 
 
+@pytest.mark.parametrize("sample", ["http_rest_v1", "http_api_v2"])
+def test_an_http_events_log_line_names_its_method_and_path(handler, capsys, sample):
+    """What an access log shows: which request the status and duration belong to."""
+    event = load_event(sample)
+    capsys.readouterr()
+    handler(event, None)
+    (line,) = [
+        line
+        for line in log_lines(capsys.readouterr().out)
+        if line.get("message") == "Event handled"
+    ]
+    method = event.get("httpMethod") or event["requestContext"]["http"]["method"]
+    assert (line["http_method"], line["path"]) == (method, event.get("rawPath") or event["path"])
+
+
 class TestReviewFixes:
     def test_rest_stage_prefix_is_kept_in_redirects(self, handler):
         event = load_event("http_rest_v1")

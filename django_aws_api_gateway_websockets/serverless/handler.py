@@ -139,6 +139,9 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
             return websocket(event, context)
         if kind is EventKind.HTTP:
             check_http_event(event)
+            method, path = _http_request_line(event)
+            # An access log's two fields, on the "Event handled" line of this request.
+            logger.thread_safe_append_keys(http_method=method, path=path)
             return wsgi_handler(event, context)
         if kind is EventKind.KEEP_WARM:
             return {"status": "warm"}
@@ -191,6 +194,14 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
         return result
 
     return handler
+
+
+def _http_request_line(event: dict[str, Any]) -> tuple[str, str]:
+    """Method and path of a (shape-checked) HTTP event, the path cut at 200 characters."""
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = event.get("httpMethod") or http.get("method") or ""
+    path = event.get("rawPath") or event.get("path") or ""
+    return str(method)[:16], str(path)[:200]
 
 
 def with_stage_script_name(application: Any) -> Any:
