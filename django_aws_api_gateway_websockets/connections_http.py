@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from .send_policy import Outcome, backoff_delay, classify
 
@@ -79,8 +80,10 @@ class Target:
 
     @property
     def host_header(self) -> str:
+        """``Host`` as botocore sends and signs it: an IPv6 literal in brackets (RFC 3986)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        return host if self.port == default else f"{host}:{self.port}"
 
     @property
     def address(self) -> Address:
@@ -102,7 +105,8 @@ def target_for(client: Any) -> Target | None:
         return None
     http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
     verify = getattr(http_session, "_verify", True)
-    if client.meta.config.proxies or _proxy_from_environment() or verify is False:
+    url = client.meta.endpoint_url
+    if client.meta.config.proxies or _proxied(url) or verify is False:
         # Proxies and disabled verification stay boto3's business.
         return None
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
@@ -110,7 +114,7 @@ def target_for(client: Any) -> Target | None:
         return None
     # Read per fan-out: refreshable credentials (a Lambda role) rotate under the same client.
     frozen = credentials.get_frozen_credentials()
-    parts = urlsplit(client.meta.endpoint_url)
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return Target(
@@ -134,7 +138,7 @@ def address_for(endpoint_url: str) -> Address | None:
         parts.scheme not in ("http", "https")
         or not parts.hostname
         or moto_is_mocking()
-        or _proxy_from_environment()
+        or _proxied(endpoint_url)
     ):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -145,8 +149,17 @@ def address_for(endpoint_url: str) -> Address | None:
     return Address(parts.scheme, parts.hostname, port, ca_bundle)
 
 
-def _proxy_from_environment() -> bool:
-    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
+def _proxied(url: str) -> bool:
+    """Whether botocore would send to ``url`` through a proxy from the environment: the
+    proxy of the URL's scheme (``https_proxy``/``http_proxy``, either case), unless
+    ``no_proxy`` exempts the host. Asked the way botocore asks urllib, so both agree."""
+    parts = urlsplit(url)
+    if not getproxies().get(parts.scheme):
+        return False
+    try:
+        return not proxy_bypass(parts.netloc)
+    except (TypeError, OSError):  # botocore ignores these failures of the check too
+        return True
 
 
 def _ssl_context(ca_bundle: str) -> ssl.SSLContext:

@@ -9,6 +9,7 @@ equal what the server answered.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import socket
@@ -17,15 +18,21 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from unittest.mock import patch
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from django_aws_api_gateway_websockets import connections_http
 from django_aws_api_gateway_websockets.connections_http import (
     FanOut,
     Signer,
     Target,
+    address_for,
+    connection_path,
     shared_transport,
     target_for,
 )
@@ -512,6 +519,72 @@ def test_the_early_address_is_the_one_a_real_client_sends_to(monkeypatch, tmp_pa
     assert connections_http.address_for(url) == target_for(client).address
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert connections_http.address_for(url) is None  # proxies stay boto3's business
+
+
+PROXY = "http://proxy.internal:3128"
+GATEWAY = "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+LOCAL = "http://gw.internal:3001/prod"
+
+
+@pytest.mark.parametrize(
+    ("url", "variables"),
+    [
+        (LOCAL, {"http_proxy": PROXY}),
+        (LOCAL, {"HTTP_PROXY": PROXY}),
+        (LOCAL, {"HTTPS_PROXY": PROXY}),  # only for https:// endpoints
+        (GATEWAY, {"https_proxy": PROXY}),
+        (GATEWAY, {"HTTP_PROXY": PROXY}),  # only for http:// endpoints
+        (GATEWAY, {"HTTPS_PROXY": PROXY, "NO_PROXY": "amazonaws.com"}),
+        (LOCAL, {"http_proxy": PROXY, "no_proxy": "gw.internal"}),
+        (LOCAL, {"http_proxy": PROXY, "no_proxy": "*"}),
+        (LOCAL, {"http_proxy": PROXY, "no_proxy": "elsewhere.internal"}),
+    ],
+)
+def test_the_signed_path_goes_direct_exactly_where_botocore_would(monkeypatch, url, variables):
+    """Through a proxy boto3 sends; where botocore would connect directly (no proxy for the
+    endpoint's scheme, or ``no_proxy`` exempts its host) the signed path may too."""
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKID",
+        aws_secret_access_key="secret",
+    )
+    botocore_direct = client._endpoint.http_session._proxy_config.proxy_url_for(url) is None
+
+    assert (target_for(client) is not None) == botocore_direct
+    assert (address_for(url) is not None) == botocore_direct
+
+
+def test_an_ipv6_literal_endpoint_is_addressed_and_signed_as_botocore_does(servers):
+    server = servers(host="::1")
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+    )
+    target = target_for(client)
+
+    assert broadcast(target, ids_of(1)) == {"c0=": Outcome.DELIVERED}
+    client.post_to_connection(ConnectionId="boto3=", Data=PAYLOAD)  # botocore's own request
+    assert server.hosts == Counter({f"[::1]:{server.port}": 2})
+
+    path = connection_path(target, "c0=")
+    now = time.time()
+    ours = dict(Signer(target, PAYLOAD).headers(path, now))
+    request = AWSRequest(method="POST", url=f"http://[::1]:{server.port}{path}", data=PAYLOAD)
+    with patch("botocore.auth.datetime") as clock:
+        clock.datetime.now.return_value = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        clock.datetime.utcnow.return_value = datetime.datetime.utcfromtimestamp(now)
+        SigV4Auth(Credentials("AKIDTEST", "secret"), "execute-api", "us-east-1").add_auth(request)
+    assert ours["Authorization"] == request.headers["Authorization"]
 
 
 # --------------------------------------------------------------------------- process machinery
