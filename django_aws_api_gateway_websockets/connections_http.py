@@ -457,8 +457,12 @@ class _Pool:
         try:
             return await task
         except asyncio.CancelledError:
-            if task.cancelled() and not _current_task_cancelling():
-                return None  # the pool was closed under it; open a fresh one
+            # The post was cancelled (the transport closing): an open that finished
+            # meanwhile carried nothing, so it is idle like any other, not lost.
+            connection = _finished_connection(task)
+            if connection is not None:
+                connection.idle_since = time.monotonic()
+                self.idle.append(connection)
             raise
 
     async def post(self, request: bytes) -> Response:
@@ -491,15 +495,22 @@ class _Pool:
 
     def close(self) -> None:
         if self.warming is not None:
+            # An early open that finished but whose result ``_warmed`` has not taken yet
+            # (it will see the pool forgot it and return) is closed here, not leaked.
+            connection = _finished_connection(self.warming)
+            if connection is not None:
+                connection.close()
             self.warming.cancel()
             self.warming = None
         while self.idle:
             self.idle.pop().close()
 
 
-def _current_task_cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+def _finished_connection(task: asyncio.Task[_HttpConnection | None]) -> _HttpConnection | None:
+    """The connection an early open produced, if it finished with one."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
 
 
 def _describe(error: BaseException) -> str:

@@ -8,6 +8,7 @@ equal what the server answered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import logging
@@ -519,6 +520,60 @@ def test_the_early_address_is_the_one_a_real_client_sends_to(monkeypatch, tmp_pa
     assert connections_http.address_for(url) == target_for(client).address
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert connections_http.address_for(url) is None  # proxies stay boto3's business
+
+
+def test_a_pool_closed_as_its_early_open_finishes_closes_that_connection(servers):
+    """The transport closing in the very loop iteration the early open completed (its result
+    not yet pooled) must not leave that socket open."""
+    server = servers()
+    address = target_of(server).address
+
+    async def scenario():
+        pool = connections_http._Pool(address, 4)
+        pool.warm()
+        task = pool.warming
+        while not task.done():
+            await asyncio.sleep(0)
+        assert pool.warming is task and not pool.idle  # opened, not yet pooled
+        pool.close()
+        await asyncio.sleep(0)
+        return task.result()
+
+    connection = asyncio.run(scenario())
+
+    assert connection.writer.is_closing()
+    wait_for(lambda: server.closed_by_client == 1)
+
+
+def test_a_post_cancelled_once_its_early_connection_opened_leaves_that_connection_pooled(
+    servers,
+):
+    server = servers()
+    address = target_of(server).address
+    request = b"POST /prod/@connections/x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+
+    async def scenario():
+        pool = connections_http._Pool(address, 4)
+        pool.warm()
+        opening = pool.warming
+        post = asyncio.create_task(pool.post(request))
+        await asyncio.sleep(0)
+        assert pool.warming is None  # the post claimed the open under way
+        while not opening.done():
+            await asyncio.sleep(0)
+        post.cancel()  # before the post resumed with the connection
+        with pytest.raises(asyncio.CancelledError):
+            await post
+        idle = list(pool.idle)
+        pool.close()
+        await asyncio.sleep(0)
+        return opening.result(), idle
+
+    connection, idle = asyncio.run(scenario())
+
+    assert server.requests == Counter()  # nothing was written on it
+    assert idle == [connection]  # kept for the next post, not lost
+    wait_for(lambda: server.closed_by_client == 1)  # and closed with its pool
 
 
 PROXY = "http://proxy.internal:3128"
