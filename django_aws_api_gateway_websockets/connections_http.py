@@ -13,7 +13,8 @@ Exactly once: a request is written at most once. An idle connection is checked b
 resent. Only throttling answers (the server refused the message) are retried.
 
 Warm containers: the loop thread, its pools and their connections live for the process, so
-a send in a warm Lambda container reuses open (TLS) connections. After ``fork`` the child
+a send in a warm Lambda container reuses open (TLS) connections; a timer closes the ones
+idle too long, whether or not their endpoint is sent to again. After ``fork`` the child
 starts its own loop and never touches the parent's sockets.
 """
 
@@ -51,6 +52,9 @@ MAX_IDLE_SECONDS = 30.0
 MAX_BODY_BYTES = 1024 * 1024
 # Posts a fan-out queues before waking the loop (it also wakes when full and when closed).
 SUBMIT_BATCH = 32
+# The idle sweep runs this long after the oldest idle connection expires (never early, so a
+# timer firing a hair before its time cannot find nothing to retire and spin).
+SWEEP_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -382,9 +386,13 @@ class _Pool:
     (and their TLS sessions) across sends and invocations. Touched only on the loop thread.
     """
 
-    def __init__(self, address: Address, size: int) -> None:
+    def __init__(
+        self, address: Address, size: int, on_idle: Callable[[], None] | None = None
+    ) -> None:
         self.address = address
         self.size = size
+        # Told whenever a connection goes idle: the transport's sweep must then be due.
+        self.on_idle = on_idle
         self.idle: deque[_HttpConnection] = deque()
         self.slots = asyncio.Semaphore(size)
         self.ssl = _ssl_context(address.ca_bundle) if address.scheme == "https" else None
@@ -398,6 +406,27 @@ class _Pool:
         while self.idle and now - self.idle[0].idle_since > MAX_IDLE_SECONDS:
             self.idle.popleft().close()
             self.retired += 1
+
+    def sweep(self, now: float) -> float | None:
+        """Close the idle connections that expired or that the server dropped; when the
+        oldest one left expires (None when none is left). Run by the transport's timer, so
+        a pool nobody posts to again does not keep its sockets (in CLOSE_WAIT) forever."""
+        self._retire_expired(now)
+        kept: deque[_HttpConnection] = deque()
+        for connection in self.idle:
+            if connection.is_dropped():
+                connection.close()
+                self.retired += 1
+            else:
+                kept.append(connection)
+        self.idle = kept
+        return self.idle[0].idle_since + MAX_IDLE_SECONDS if self.idle else None
+
+    def _park(self, connection: _HttpConnection) -> None:
+        connection.idle_since = time.monotonic()
+        self.idle.append(connection)
+        if self.on_idle is not None:
+            self.on_idle()
 
     def _take_idle(self) -> _HttpConnection | None:
         self._retire_expired(time.monotonic())
@@ -447,8 +476,7 @@ class _Pool:
         self.warming = None
         connection = None if task.cancelled() else task.result()
         if connection is not None:
-            connection.idle_since = time.monotonic()
-            self.idle.append(connection)
+            self._park(connection)
 
     async def _claim_warming(self) -> _HttpConnection | None:
         task, self.warming = self.warming, None
@@ -461,8 +489,7 @@ class _Pool:
             # meanwhile carried nothing, so it is idle like any other, not lost.
             connection = _finished_connection(task)
             if connection is not None:
-                connection.idle_since = time.monotonic()
-                self.idle.append(connection)
+                self._park(connection)
             raise
 
     async def post(self, request: bytes) -> Response:
@@ -487,8 +514,7 @@ class _Pool:
                 connection.close()
                 raise
             if response.keep_alive:
-                connection.idle_since = time.monotonic()
-                self.idle.append(connection)
+                self._park(connection)
             else:
                 connection.close()
             return response
@@ -530,6 +556,8 @@ class Transport:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.pools: dict[tuple[Address, int], _Pool] = {}
+        # Due while any pool holds an idle connection (on the loop thread only).
+        self._sweep: asyncio.TimerHandle | None = None
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="ws-connections", daemon=True
         )
@@ -539,8 +567,22 @@ class Transport:
         """The pool of ``address`` (call on the loop thread)."""
         pool = self.pools.get((address, size))
         if pool is None:
-            pool = self.pools[(address, size)] = _Pool(address, size)
+            pool = self.pools[(address, size)] = _Pool(address, size, self._sweep_due)
         return pool
+
+    def _sweep_due(self) -> None:
+        """A connection just went idle: make sure a sweep will retire it when it expires
+        (one timer for all pools; a sweep already due is earlier or as early)."""
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(MAX_IDLE_SECONDS + SWEEP_SLACK, self._sweep_pools)
+
+    def _sweep_pools(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        due = [when for pool in self.pools.values() if (when := pool.sweep(now)) is not None]
+        if due:
+            delay = max(min(due) - time.monotonic(), 0.0) + SWEEP_SLACK
+            self._sweep = self.loop.call_later(delay, self._sweep_pools)
 
     def preconnect(self, address: Address, size: int) -> None:
         """Have the pool of ``address`` open a connection now (``_Pool.warm``), from any
@@ -566,6 +608,9 @@ class Transport:
 
     def close(self) -> None:
         async def close_pools() -> None:
+            if self._sweep is not None:
+                self._sweep.cancel()
+                self._sweep = None
             for pool in self.pools.values():
                 pool.close()
             self.pools.clear()

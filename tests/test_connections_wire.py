@@ -200,6 +200,28 @@ def test_idle_connections_are_retired_after_max_idle(servers, monkeypatch):
     assert server.connections == 2 * first  # none of the old ones was reused
 
 
+def test_idle_connections_are_closed_on_time_even_if_their_endpoint_is_never_used_again(
+    servers, monkeypatch
+):
+    """A container that broadcast once to each of several gateways must not keep their
+    sockets (up to ``http_concurrency`` each, in CLOSE_WAIT once the server gives up) until
+    each endpoint is posted to again: a timer on the loop retires them when they expire."""
+    monkeypatch.setattr(connections_http, "MAX_IDLE_SECONDS", 0.1)
+    connections_http.close_shared_transport()  # count this test's connections only
+    used = [servers() for _ in range(3)]
+    for server in used:
+        assert set(broadcast(target_of(server), ids_of(16)).values()) == {Outcome.DELIVERED}
+    opened = sum(server.connections for server in used)
+
+    # Nothing is posted again: only the sweep can close them.
+    wait_for(lambda: sum(server.closed_by_client for server in used) == opened)
+    assert shared_transport().connection_counts() == {
+        "opened": opened,
+        "retired": opened,
+        "idle": 0,
+    }
+
+
 # --------------------------------------------------------------------------- (c) framing
 
 
