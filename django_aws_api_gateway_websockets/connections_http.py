@@ -15,7 +15,8 @@ resent. Only throttling answers (the server refused the message) are retried.
 Warm containers: the loop thread, its pools and their connections live for the process, so
 a send in a warm Lambda container reuses open (TLS) connections; a timer closes the ones
 idle too long, whether or not their endpoint is sent to again. After ``fork`` the child
-starts its own loop and never touches the parent's sockets.
+starts its own loop and never touches the parent's sockets. Closing the transport (or its
+loop dying) under a broadcast fails the posts in flight instead of leaving it waiting.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ SUBMIT_BATCH = 32
 # The idle sweep runs this long after the oldest idle connection expires (never early, so a
 # timer firing a hair before its time cannot find nothing to retire and spin).
 SWEEP_SLACK = 0.05
+# How long closing the transport lets cancelled posts finish (they only close sockets).
+CLOSE_GRACE_SECONDS = 1.0
+# How often a fan-out waiting for its posts checks that the loop still runs them.
+LIVENESS_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -556,12 +561,18 @@ class Transport:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.pools: dict[tuple[Address, int], _Pool] = {}
+        # Set by ``close`` (from any thread): posts handed over from now on are not started.
+        self.closing = False
         # Due while any pool holds an idle connection (on the loop thread only).
         self._sweep: asyncio.TimerHandle | None = None
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="ws-connections", daemon=True
         )
         self.thread.start()
+
+    def is_alive(self) -> bool:
+        """Whether the loop still runs posts handed to it (false once closed or crashed)."""
+        return self.thread.is_alive() and not self.loop.is_closed()
 
     def pool(self, address: Address, size: int) -> _Pool:
         """The pool of ``address`` (call on the loop thread)."""
@@ -607,7 +618,17 @@ class Transport:
         return asyncio.run_coroutine_threadsafe(count(), self.loop).result()
 
     def close(self) -> None:
-        async def close_pools() -> None:
+        """Stop the loop and close every socket. Posts still in flight are cancelled, so
+        each fan-out counts them failed (they may have been written) instead of waiting."""
+        self.closing = True
+
+        async def shut_down() -> None:
+            current = asyncio.current_task()
+            tasks = [task for task in asyncio.all_tasks() if task is not current]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=CLOSE_GRACE_SECONDS)
             if self._sweep is not None:
                 self._sweep.cancel()
                 self._sweep = None
@@ -616,10 +637,16 @@ class Transport:
             self.pools.clear()
             await asyncio.sleep(0)  # let the transports finish closing
 
-        asyncio.run_coroutine_threadsafe(close_pools(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+        if self.is_alive():
+            asyncio.run_coroutine_threadsafe(shut_down(), self.loop).result()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+        elif not self.loop.is_closed() and not self.loop.is_running():
+            # Its thread ended with posts pending (the loop was stopped under them): finish
+            # them here, as asyncio.run does, so their sockets close now, not when collected.
+            self.loop.run_until_complete(shut_down())
+        if not self.loop.is_closed():
+            self.loop.close()
 
 
 _TRANSPORT: Transport | None = None
@@ -640,6 +667,8 @@ def shared_transport() -> Transport:
         if transport is None or transport.pid != os.getpid() or not transport.thread.is_alive():
             if transport is not None and transport.pid != os.getpid():
                 _INHERITED.append(transport)
+            elif transport is not None:
+                transport.close()  # its loop thread died: release what it left open
             transport = _TRANSPORT = Transport()
         return transport
 
@@ -667,13 +696,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_transport_after_fork)
 
 
+# Why a post the loop will never finish is failed: the transport closed (or its thread died)
+# under it. It may have been written, so it is failed, not resent; one reason, one log line.
+TRANSPORT_GONE = "the connection loop stopped before the post finished"
+
+
 @dataclass
 class FanOut:
     """One broadcast: posts submitted from a synchronous caller, sent on the shared loop.
 
     ``submit`` blocks while ``max_in_flight`` posts are pending, so memory stays flat however
     many connections the caller streams in. ``close`` waits for this broadcast's posts only
-    (the pools stay open for the next one) and logs one line per kind of failure.
+    (the pools stay open for the next one) and logs one line per kind of failure. It never
+    waits for a loop that stopped: what the loop did not report is counted failed.
     """
 
     concurrency: int
@@ -684,13 +719,15 @@ class FanOut:
     _transport: Transport = field(init=False)
     _room: threading.Semaphore = field(init=False)
     # Submitted, not yet started: handed to the loop in batches (one wake-up, not one each).
-    _queue: deque[tuple[Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
+    _queue: deque[tuple[int, Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
     _scheduled: bool = field(init=False, default=False)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
-    # Posts submitted and not finished; close() waits for none left.
-    _outstanding: int = field(init=False, default=0)
+    # Posts submitted and not yet reported, by number: each is settled exactly once, by its
+    # task or, when the loop stopped, by the submitting thread. close() waits for none left.
+    _pending: dict[int, str] = field(init=False, default_factory=dict)
+    _submitted: int = field(init=False, default=0)
     _closing: bool = field(init=False, default=False)
-    _count_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _all_done: threading.Event = field(init=False, default_factory=threading.Event)
     # Why posts failed (without the connection id) -> how many, and one example id.
     _failures: Counter[str] = field(init=False, default_factory=Counter)
@@ -704,10 +741,14 @@ class FanOut:
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
         if not self._room.acquire(blocking=False):
             self._flush()  # the loop must free places: give it what is queued first
-            self._room.acquire()
-        with self._count_lock:
-            self._outstanding += 1
-        self._queue.append((target, signer, payload, connection_id))
+            while not self._room.acquire(timeout=LIVENESS_POLL_SECONDS):
+                if not self._transport.is_alive():
+                    self._abandon()  # frees every place
+        with self._lock:
+            self._submitted += 1
+            number = self._submitted
+            self._pending[number] = connection_id
+        self._queue.append((number, target, signer, payload, connection_id))
         if len(self._queue) >= SUBMIT_BATCH:
             self._flush()
 
@@ -718,11 +759,18 @@ class FanOut:
         GIL while rows are still being read; a small room is sent as one batch."""
         if self._queue and not self._scheduled:
             self._scheduled = True
-            self._transport.loop.call_soon_threadsafe(self._start_queued)
+            try:
+                self._transport.loop.call_soon_threadsafe(self._start_queued)
+            except RuntimeError:  # the loop is closed: nothing will ever start these
+                self._scheduled = False
+                self._fail_queued()
 
     def _start_queued(self) -> None:
         # Cleared before draining: a submit that sees it set is drained by this very call.
         self._scheduled = False
+        if self._transport.closing:
+            self._fail_queued()
+            return
         loop = self._transport.loop
         while self._queue:
             # The loop keeps only weak references to tasks: hold them until done.
@@ -733,11 +781,14 @@ class FanOut:
     def close(self) -> None:
         """Wait for every submitted post, then log the failures (one line per reason)."""
         self._flush()
-        with self._count_lock:
+        with self._lock:
             self._closing = True
-            done = self._outstanding == 0
-        if not done:
-            self._all_done.wait()
+            done = not self._pending
+        while not done:
+            done = self._all_done.wait(LIVENESS_POLL_SECONDS)
+            if not done and not self._transport.is_alive():
+                self._abandon()
+                done = True
         for reason, count in self._failures.items():
             logger.error(
                 "%d post(s) to @connections failed, not resent: %s (e.g. connection %s)",
@@ -746,31 +797,63 @@ class FanOut:
                 self._examples[reason],
             )
 
+    def _settle(self, number: int, outcome: str, reason: str = "") -> None:
+        """Report post ``number``'s outcome (and why it failed) and free its place, unless
+        it was already reported."""
+        with self._lock:
+            connection_id = self._pending.pop(number, None)
+            if connection_id is None:
+                return
+            if reason:
+                self._failed(connection_id, reason)
+            try:
+                self.on_result(connection_id, outcome)
+            finally:
+                self._room.release()
+                if self._closing and not self._pending:
+                    self._all_done.set()
+
+    def _fail_queued(self) -> None:
+        """Fail the posts handed over but never started (the loop is closed or closing)."""
+        while self._queue:
+            self._settle(self._queue.popleft()[0], Outcome.FAILED, TRANSPORT_GONE)
+
+    def _abandon(self) -> None:
+        """The loop stopped: none of the pending posts will finish. Fail each, once."""
+        self._queue.clear()
+        with self._lock:
+            pending = list(self._pending)
+        for number in pending:
+            self._settle(number, Outcome.FAILED, TRANSPORT_GONE)
+
     def _failed(
         self, connection_id: str, reason: str, outcome: Outcome = Outcome.FAILED
     ) -> Outcome:
-        # On the loop thread: no lock needed.
+        # On the loop thread, or under the lock once the loop stopped: never both at once.
         self._failures[reason] += 1
         self._examples.setdefault(reason, connection_id)
         logger.debug("Sending to connection %s failed: %s", connection_id, reason)
         return outcome
 
-    async def _send(self, target: Target, signer: Signer, payload: bytes, connection_id: str):
+    async def _send(
+        self, number: int, target: Target, signer: Signer, payload: bytes, connection_id: str
+    ) -> None:
+        outcome: str = Outcome.FAILED
+        reason = ""
         try:
             outcome = await self._post_with_retries(target, signer, payload, connection_id)
         except (NotSent, SendFailed) as error:
             outcome = self._failed(connection_id, f"{target.host_header}: {error}")
+        except asyncio.CancelledError:
+            # Only closing the transport cancels posts; this one may have been written.
+            reason = TRANSPORT_GONE
+            raise
         except Exception as error:
             logger.exception("Sending to connection %s failed", connection_id)
             outcome = self._failed(connection_id, f"{target.host_header}: {error!r}")
-        try:
-            self.on_result(connection_id, outcome)
         finally:
-            self._room.release()
-            with self._count_lock:
-                self._outstanding -= 1
-                if self._closing and self._outstanding == 0:
-                    self._all_done.set()
+            # Also on cancellation: the place in the room and the count are always given back.
+            self._settle(number, outcome, reason)
 
     async def _post_with_retries(
         self, target: Target, signer: Signer, payload: bytes, connection_id: str

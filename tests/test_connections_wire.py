@@ -664,6 +664,128 @@ def test_an_ipv6_literal_endpoint_is_addressed_and_signed_as_botocore_does(serve
     assert ours["Authorization"] == request.headers["Authorization"]
 
 
+# --------------------------------------------------------------------------- closing under a post
+
+
+def run_within(function, seconds: float = 5.0) -> None:
+    """Run ``function`` in a thread and fail (rather than hang the suite) if it blocks."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            function()
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def held_server(servers):
+    """A server that reads every request and answers none until the test ends."""
+    release = threading.Event()
+
+    def held(server: WireServer, connection_id: str, number: int) -> bytes:
+        release.wait(10)
+        return response()
+
+    yield servers(Behaviour(reply=held))
+    release.set()
+
+
+def posts_in_flight(server: WireServer) -> tuple[FanOut, dict[str, str], list[str]]:
+    """A fan-out whose posts (one batch) were written to ``server`` and wait for answers."""
+    count = connections_http.SUBMIT_BATCH  # a full batch is handed to the loop at once
+    outcomes: dict[str, str] = {}
+    fan_out = FanOut(
+        concurrency=count, max_retries=0, base_delay=0.0, on_result=outcomes.__setitem__
+    )
+    target = target_of(server)
+    signer = Signer(target, PAYLOAD)
+    for connection_id in ids_of(count):
+        fan_out.submit(target, signer, PAYLOAD, connection_id)
+    wait_for(lambda: sum(server.requests.values()) == count)
+    return fan_out, outcomes, ids_of(count)
+
+
+def test_closing_the_transport_under_a_broadcast_fails_its_posts_instead_of_hanging(
+    held_server, caplog
+):
+    """What SnapStart's ``before_snapshot`` or a shutdown hook may do from another thread."""
+    fan_out, outcomes, ids = posts_in_flight(held_server)
+
+    connections_http.close_shared_transport()
+    run_within(fan_out.close)
+
+    # They were written: failed, not resent, one log line for the lot.
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)") and "not resent" in line
+    assert held_server.requests == Counter({cid: 1 for cid in ids})
+
+
+def test_a_post_cancelled_on_the_loop_is_a_counted_failure_and_close_returns(
+    held_server, servers, caplog
+):
+    fan_out, outcomes, ids = posts_in_flight(held_server)
+    loop = shared_transport().loop
+
+    async def cancel_the_posts() -> None:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    asyncio.run_coroutine_threadsafe(cancel_the_posts(), loop).result(5)
+    run_within(fan_out.close)
+
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)")
+    # The loop lives on: the next broadcast is sent.
+    assert broadcast(target_of(servers()), ids_of(2)) == dict.fromkeys(ids_of(2), Outcome.DELIVERED)
+
+
+def test_a_broadcast_whose_loop_died_is_counted_failed_not_waited_for(held_server, caplog):
+    fan_out, outcomes, ids = posts_in_flight(held_server)
+    transport = shared_transport()
+
+    transport.loop.call_soon_threadsafe(transport.loop.stop)  # the loop thread ends
+    transport.thread.join(5)
+    try:
+        run_within(fan_out.close)
+    finally:
+        run_within(connections_http.close_shared_transport)  # a dead loop is closed too
+
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)")
+
+
+def test_posts_handed_to_a_closed_transport_are_failed_not_raised_nor_waited_for(caplog):
+    outcomes: dict[str, str] = {}
+    fan_out = FanOut(concurrency=4, max_retries=0, base_delay=0.0, on_result=outcomes.__setitem__)
+    connections_http.close_shared_transport()  # closed under it, before its first post
+    target = target_of(None)
+    signer = Signer(target, PAYLOAD)
+    ids = ids_of(connections_http.SUBMIT_BATCH + 5)  # more than its 16 places, too
+
+    def send() -> None:
+        for connection_id in ids:
+            fan_out.submit(target, signer, PAYLOAD, connection_id)
+        fan_out.close()
+
+    run_within(send)
+
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)")
+
+
 # --------------------------------------------------------------------------- process machinery
 
 
