@@ -13,8 +13,10 @@ Exactly once: a request is written at most once. An idle connection is checked b
 resent. Only throttling answers (the server refused the message) are retried.
 
 Warm containers: the loop thread, its pools and their connections live for the process, so
-a send in a warm Lambda container reuses open (TLS) connections. After ``fork`` the child
-starts its own loop and never touches the parent's sockets.
+a send in a warm Lambda container reuses open (TLS) connections; a timer closes the ones
+idle too long, whether or not their endpoint is sent to again. After ``fork`` the child
+starts its own loop and never touches the parent's sockets. Closing the transport (or its
+loop dying) under a broadcast fails the posts in flight instead of leaving it waiting.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from .send_policy import Outcome, backoff_delay, classify
 
@@ -50,6 +53,13 @@ MAX_IDLE_SECONDS = 30.0
 MAX_BODY_BYTES = 1024 * 1024
 # Posts a fan-out queues before waking the loop (it also wakes when full and when closed).
 SUBMIT_BATCH = 32
+# The idle sweep runs this long after the oldest idle connection expires (never early, so a
+# timer firing a hair before its time cannot find nothing to retire and spin).
+SWEEP_SLACK = 0.05
+# How long closing the transport lets cancelled posts finish (they only close sockets).
+CLOSE_GRACE_SECONDS = 1.0
+# How often a fan-out waiting for its posts checks that the loop still runs them.
+LIVENESS_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,10 @@ class Target:
 
     @property
     def host_header(self) -> str:
+        """``Host`` as botocore sends and signs it: an IPv6 literal in brackets (RFC 3986)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        return host if self.port == default else f"{host}:{self.port}"
 
     @property
     def address(self) -> Address:
@@ -102,7 +114,8 @@ def target_for(client: Any) -> Target | None:
         return None
     http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
     verify = getattr(http_session, "_verify", True)
-    if client.meta.config.proxies or _proxy_from_environment() or verify is False:
+    url = client.meta.endpoint_url
+    if client.meta.config.proxies or _proxied(url) or verify is False:
         # Proxies and disabled verification stay boto3's business.
         return None
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
@@ -110,7 +123,7 @@ def target_for(client: Any) -> Target | None:
         return None
     # Read per fan-out: refreshable credentials (a Lambda role) rotate under the same client.
     frozen = credentials.get_frozen_credentials()
-    parts = urlsplit(client.meta.endpoint_url)
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return Target(
@@ -134,7 +147,7 @@ def address_for(endpoint_url: str) -> Address | None:
         parts.scheme not in ("http", "https")
         or not parts.hostname
         or moto_is_mocking()
-        or _proxy_from_environment()
+        or _proxied(endpoint_url)
     ):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -145,8 +158,17 @@ def address_for(endpoint_url: str) -> Address | None:
     return Address(parts.scheme, parts.hostname, port, ca_bundle)
 
 
-def _proxy_from_environment() -> bool:
-    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
+def _proxied(url: str) -> bool:
+    """Whether botocore would send to ``url`` through a proxy from the environment: the
+    proxy of the URL's scheme (``https_proxy``/``http_proxy``, either case), unless
+    ``no_proxy`` exempts the host. Asked the way botocore asks urllib, so both agree."""
+    parts = urlsplit(url)
+    if not getproxies().get(parts.scheme):
+        return False
+    try:
+        return not proxy_bypass(parts.netloc)
+    except (TypeError, OSError):  # botocore ignores these failures of the check too
+        return True
 
 
 def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
@@ -369,9 +391,13 @@ class _Pool:
     (and their TLS sessions) across sends and invocations. Touched only on the loop thread.
     """
 
-    def __init__(self, address: Address, size: int) -> None:
+    def __init__(
+        self, address: Address, size: int, on_idle: Callable[[], None] | None = None
+    ) -> None:
         self.address = address
         self.size = size
+        # Told whenever a connection goes idle: the transport's sweep must then be due.
+        self.on_idle = on_idle
         self.idle: deque[_HttpConnection] = deque()
         self.slots = asyncio.Semaphore(size)
         self.ssl = _ssl_context(address.ca_bundle) if address.scheme == "https" else None
@@ -385,6 +411,27 @@ class _Pool:
         while self.idle and now - self.idle[0].idle_since > MAX_IDLE_SECONDS:
             self.idle.popleft().close()
             self.retired += 1
+
+    def sweep(self, now: float) -> float | None:
+        """Close the idle connections that expired or that the server dropped; when the
+        oldest one left expires (None when none is left). Run by the transport's timer, so
+        a pool nobody posts to again does not keep its sockets (in CLOSE_WAIT) forever."""
+        self._retire_expired(now)
+        kept: deque[_HttpConnection] = deque()
+        for connection in self.idle:
+            if connection.is_dropped():
+                connection.close()
+                self.retired += 1
+            else:
+                kept.append(connection)
+        self.idle = kept
+        return self.idle[0].idle_since + MAX_IDLE_SECONDS if self.idle else None
+
+    def _park(self, connection: _HttpConnection) -> None:
+        connection.idle_since = time.monotonic()
+        self.idle.append(connection)
+        if self.on_idle is not None:
+            self.on_idle()
 
     def _take_idle(self) -> _HttpConnection | None:
         self._retire_expired(time.monotonic())
@@ -434,8 +481,7 @@ class _Pool:
         self.warming = None
         connection = None if task.cancelled() else task.result()
         if connection is not None:
-            connection.idle_since = time.monotonic()
-            self.idle.append(connection)
+            self._park(connection)
 
     async def _claim_warming(self) -> _HttpConnection | None:
         task, self.warming = self.warming, None
@@ -444,8 +490,11 @@ class _Pool:
         try:
             return await task
         except asyncio.CancelledError:
-            if task.cancelled() and not _current_task_cancelling():
-                return None  # the pool was closed under it; open a fresh one
+            # The post was cancelled (the transport closing): an open that finished
+            # meanwhile carried nothing, so it is idle like any other, not lost.
+            connection = _finished_connection(task)
+            if connection is not None:
+                self._park(connection)
             raise
 
     async def post(self, request: bytes) -> Response:
@@ -470,23 +519,29 @@ class _Pool:
                 connection.close()
                 raise
             if response.keep_alive:
-                connection.idle_since = time.monotonic()
-                self.idle.append(connection)
+                self._park(connection)
             else:
                 connection.close()
             return response
 
     def close(self) -> None:
         if self.warming is not None:
+            # An early open that finished but whose result ``_warmed`` has not taken yet
+            # (it will see the pool forgot it and return) is closed here, not leaked.
+            connection = _finished_connection(self.warming)
+            if connection is not None:
+                connection.close()
             self.warming.cancel()
             self.warming = None
         while self.idle:
             self.idle.pop().close()
 
 
-def _current_task_cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+def _finished_connection(task: asyncio.Task[_HttpConnection | None]) -> _HttpConnection | None:
+    """The connection an early open produced, if it finished with one."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
 
 
 def _describe(error: BaseException) -> str:
@@ -506,17 +561,39 @@ class Transport:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.pools: dict[tuple[Address, int], _Pool] = {}
+        # Set by ``close`` (from any thread): posts handed over from now on are not started.
+        self.closing = False
+        # Due while any pool holds an idle connection (on the loop thread only).
+        self._sweep: asyncio.TimerHandle | None = None
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="ws-connections", daemon=True
         )
         self.thread.start()
 
+    def is_alive(self) -> bool:
+        """Whether the loop still runs posts handed to it (false once closed or crashed)."""
+        return self.thread.is_alive() and not self.loop.is_closed()
+
     def pool(self, address: Address, size: int) -> _Pool:
         """The pool of ``address`` (call on the loop thread)."""
         pool = self.pools.get((address, size))
         if pool is None:
-            pool = self.pools[(address, size)] = _Pool(address, size)
+            pool = self.pools[(address, size)] = _Pool(address, size, self._sweep_due)
         return pool
+
+    def _sweep_due(self) -> None:
+        """A connection just went idle: make sure a sweep will retire it when it expires
+        (one timer for all pools; a sweep already due is earlier or as early)."""
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(MAX_IDLE_SECONDS + SWEEP_SLACK, self._sweep_pools)
+
+    def _sweep_pools(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        due = [when for pool in self.pools.values() if (when := pool.sweep(now)) is not None]
+        if due:
+            delay = max(min(due) - time.monotonic(), 0.0) + SWEEP_SLACK
+            self._sweep = self.loop.call_later(delay, self._sweep_pools)
 
     def preconnect(self, address: Address, size: int) -> None:
         """Have the pool of ``address`` open a connection now (``_Pool.warm``), from any
@@ -541,16 +618,35 @@ class Transport:
         return asyncio.run_coroutine_threadsafe(count(), self.loop).result()
 
     def close(self) -> None:
-        async def close_pools() -> None:
+        """Stop the loop and close every socket. Posts still in flight are cancelled, so
+        each fan-out counts them failed (they may have been written) instead of waiting."""
+        self.closing = True
+
+        async def shut_down() -> None:
+            current = asyncio.current_task()
+            tasks = [task for task in asyncio.all_tasks() if task is not current]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=CLOSE_GRACE_SECONDS)
+            if self._sweep is not None:
+                self._sweep.cancel()
+                self._sweep = None
             for pool in self.pools.values():
                 pool.close()
             self.pools.clear()
             await asyncio.sleep(0)  # let the transports finish closing
 
-        asyncio.run_coroutine_threadsafe(close_pools(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+        if self.is_alive():
+            asyncio.run_coroutine_threadsafe(shut_down(), self.loop).result()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+        elif not self.loop.is_closed() and not self.loop.is_running():
+            # Its thread ended with posts pending (the loop was stopped under them): finish
+            # them here, as asyncio.run does, so their sockets close now, not when collected.
+            self.loop.run_until_complete(shut_down())
+        if not self.loop.is_closed():
+            self.loop.close()
 
 
 _TRANSPORT: Transport | None = None
@@ -571,6 +667,8 @@ def shared_transport() -> Transport:
         if transport is None or transport.pid != os.getpid() or not transport.thread.is_alive():
             if transport is not None and transport.pid != os.getpid():
                 _INHERITED.append(transport)
+            elif transport is not None:
+                transport.close()  # its loop thread died: release what it left open
             transport = _TRANSPORT = Transport()
         return transport
 
@@ -598,13 +696,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_transport_after_fork)
 
 
+# Why a post the loop will never finish is failed: the transport closed (or its thread died)
+# under it. It may have been written, so it is failed, not resent; one reason, one log line.
+TRANSPORT_GONE = "the connection loop stopped before the post finished"
+
+
 @dataclass
 class FanOut:
     """One broadcast: posts submitted from a synchronous caller, sent on the shared loop.
 
     ``submit`` blocks while ``max_in_flight`` posts are pending, so memory stays flat however
     many connections the caller streams in. ``close`` waits for this broadcast's posts only
-    (the pools stay open for the next one) and logs one line per kind of failure.
+    (the pools stay open for the next one) and logs one line per kind of failure. It never
+    waits for a loop that stopped: what the loop did not report is counted failed.
     """
 
     concurrency: int
@@ -615,13 +719,15 @@ class FanOut:
     _transport: Transport = field(init=False)
     _room: threading.Semaphore = field(init=False)
     # Submitted, not yet started: handed to the loop in batches (one wake-up, not one each).
-    _queue: deque[tuple[Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
+    _queue: deque[tuple[int, Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
     _scheduled: bool = field(init=False, default=False)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
-    # Posts submitted and not finished; close() waits for none left.
-    _outstanding: int = field(init=False, default=0)
+    # Posts submitted and not yet reported, by number: each is settled exactly once, by its
+    # task or, when the loop stopped, by the submitting thread. close() waits for none left.
+    _pending: dict[int, str] = field(init=False, default_factory=dict)
+    _submitted: int = field(init=False, default=0)
     _closing: bool = field(init=False, default=False)
-    _count_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _all_done: threading.Event = field(init=False, default_factory=threading.Event)
     # Why posts failed (without the connection id) -> how many, and one example id.
     _failures: Counter[str] = field(init=False, default_factory=Counter)
@@ -635,10 +741,14 @@ class FanOut:
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
         if not self._room.acquire(blocking=False):
             self._flush()  # the loop must free places: give it what is queued first
-            self._room.acquire()
-        with self._count_lock:
-            self._outstanding += 1
-        self._queue.append((target, signer, payload, connection_id))
+            while not self._room.acquire(timeout=LIVENESS_POLL_SECONDS):
+                if not self._transport.is_alive():
+                    self._abandon()  # frees every place
+        with self._lock:
+            self._submitted += 1
+            number = self._submitted
+            self._pending[number] = connection_id
+        self._queue.append((number, target, signer, payload, connection_id))
         if len(self._queue) >= SUBMIT_BATCH:
             self._flush()
 
@@ -649,11 +759,18 @@ class FanOut:
         GIL while rows are still being read; a small room is sent as one batch."""
         if self._queue and not self._scheduled:
             self._scheduled = True
-            self._transport.loop.call_soon_threadsafe(self._start_queued)
+            try:
+                self._transport.loop.call_soon_threadsafe(self._start_queued)
+            except RuntimeError:  # the loop is closed: nothing will ever start these
+                self._scheduled = False
+                self._fail_queued()
 
     def _start_queued(self) -> None:
         # Cleared before draining: a submit that sees it set is drained by this very call.
         self._scheduled = False
+        if self._transport.closing:
+            self._fail_queued()
+            return
         loop = self._transport.loop
         while self._queue:
             # The loop keeps only weak references to tasks: hold them until done.
@@ -664,11 +781,14 @@ class FanOut:
     def close(self) -> None:
         """Wait for every submitted post, then log the failures (one line per reason)."""
         self._flush()
-        with self._count_lock:
+        with self._lock:
             self._closing = True
-            done = self._outstanding == 0
-        if not done:
-            self._all_done.wait()
+            done = not self._pending
+        while not done:
+            done = self._all_done.wait(LIVENESS_POLL_SECONDS)
+            if not done and not self._transport.is_alive():
+                self._abandon()
+                done = True
         for reason, count in self._failures.items():
             logger.error(
                 "%d post(s) to @connections failed, not resent: %s (e.g. connection %s)",
@@ -677,31 +797,63 @@ class FanOut:
                 self._examples[reason],
             )
 
+    def _settle(self, number: int, outcome: str, reason: str = "") -> None:
+        """Report post ``number``'s outcome (and why it failed) and free its place, unless
+        it was already reported."""
+        with self._lock:
+            connection_id = self._pending.pop(number, None)
+            if connection_id is None:
+                return
+            if reason:
+                self._failed(connection_id, reason)
+            try:
+                self.on_result(connection_id, outcome)
+            finally:
+                self._room.release()
+                if self._closing and not self._pending:
+                    self._all_done.set()
+
+    def _fail_queued(self) -> None:
+        """Fail the posts handed over but never started (the loop is closed or closing)."""
+        while self._queue:
+            self._settle(self._queue.popleft()[0], Outcome.FAILED, TRANSPORT_GONE)
+
+    def _abandon(self) -> None:
+        """The loop stopped: none of the pending posts will finish. Fail each, once."""
+        self._queue.clear()
+        with self._lock:
+            pending = list(self._pending)
+        for number in pending:
+            self._settle(number, Outcome.FAILED, TRANSPORT_GONE)
+
     def _failed(
         self, connection_id: str, reason: str, outcome: Outcome = Outcome.FAILED
     ) -> Outcome:
-        # On the loop thread: no lock needed.
+        # On the loop thread, or under the lock once the loop stopped: never both at once.
         self._failures[reason] += 1
         self._examples.setdefault(reason, connection_id)
         logger.debug("Sending to connection %s failed: %s", connection_id, reason)
         return outcome
 
-    async def _send(self, target: Target, signer: Signer, payload: bytes, connection_id: str):
+    async def _send(
+        self, number: int, target: Target, signer: Signer, payload: bytes, connection_id: str
+    ) -> None:
+        outcome: str = Outcome.FAILED
+        reason = ""
         try:
             outcome = await self._post_with_retries(target, signer, payload, connection_id)
         except (NotSent, SendFailed) as error:
             outcome = self._failed(connection_id, f"{target.host_header}: {error}")
+        except asyncio.CancelledError:
+            # Only closing the transport cancels posts; this one may have been written.
+            reason = TRANSPORT_GONE
+            raise
         except Exception as error:
             logger.exception("Sending to connection %s failed", connection_id)
             outcome = self._failed(connection_id, f"{target.host_header}: {error!r}")
-        try:
-            self.on_result(connection_id, outcome)
         finally:
-            self._room.release()
-            with self._count_lock:
-                self._outstanding -= 1
-                if self._closing and self._outstanding == 0:
-                    self._all_done.set()
+            # Also on cancellation: the place in the room and the count are always given back.
+            self._settle(number, outcome, reason)
 
     async def _post_with_retries(
         self, target: Target, signer: Signer, payload: bytes, connection_id: str

@@ -8,7 +8,9 @@ equal what the server answered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import socket
@@ -17,15 +19,21 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from unittest.mock import patch
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from django_aws_api_gateway_websockets import connections_http
 from django_aws_api_gateway_websockets.connections_http import (
     FanOut,
     Signer,
     Target,
+    address_for,
+    connection_path,
     shared_transport,
     target_for,
 )
@@ -190,6 +198,28 @@ def test_idle_connections_are_retired_after_max_idle(servers, monkeypatch):
 
     assert server.requests == Counter({cid: 2 for cid in ids})
     assert server.connections == 2 * first  # none of the old ones was reused
+
+
+def test_idle_connections_are_closed_on_time_even_if_their_endpoint_is_never_used_again(
+    servers, monkeypatch
+):
+    """A container that broadcast once to each of several gateways must not keep their
+    sockets (up to ``http_concurrency`` each, in CLOSE_WAIT once the server gives up) until
+    each endpoint is posted to again: a timer on the loop retires them when they expire."""
+    monkeypatch.setattr(connections_http, "MAX_IDLE_SECONDS", 0.1)
+    connections_http.close_shared_transport()  # count this test's connections only
+    used = [servers() for _ in range(3)]
+    for server in used:
+        assert set(broadcast(target_of(server), ids_of(16)).values()) == {Outcome.DELIVERED}
+    opened = sum(server.connections for server in used)
+
+    # Nothing is posted again: only the sweep can close them.
+    wait_for(lambda: sum(server.closed_by_client for server in used) == opened)
+    assert shared_transport().connection_counts() == {
+        "opened": opened,
+        "retired": opened,
+        "idle": 0,
+    }
 
 
 # --------------------------------------------------------------------------- (c) framing
@@ -438,8 +468,10 @@ def test_a_connection_opened_ahead_carries_the_first_post(servers):
 
     for _ in range(3):  # asked again while one is pending or idle: still one
         shared_transport().preconnect(target.address, 8)
-    wait_for(lambda: server.connections == 1)
-    assert shared_transport().connection_counts()["idle"] == 1
+    # The server may accept before the loop has pooled the connection, or after: wait for both.
+    wait_for(
+        lambda: server.connections == 1 and shared_transport().connection_counts()["idle"] == 1
+    )
 
     assert broadcast(target, ids_of(1), concurrency=8) == {"c0=": Outcome.DELIVERED}
     assert server.connections == 1
@@ -512,6 +544,248 @@ def test_the_early_address_is_the_one_a_real_client_sends_to(monkeypatch, tmp_pa
     assert connections_http.address_for(url) == target_for(client).address
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert connections_http.address_for(url) is None  # proxies stay boto3's business
+
+
+def test_a_pool_closed_as_its_early_open_finishes_closes_that_connection(servers):
+    """The transport closing in the very loop iteration the early open completed (its result
+    not yet pooled) must not leave that socket open."""
+    server = servers()
+    address = target_of(server).address
+
+    async def scenario():
+        pool = connections_http._Pool(address, 4)
+        pool.warm()
+        task = pool.warming
+        while not task.done():
+            await asyncio.sleep(0)
+        assert pool.warming is task and not pool.idle  # opened, not yet pooled
+        pool.close()
+        await asyncio.sleep(0)
+        return task.result()
+
+    connection = asyncio.run(scenario())
+
+    assert connection.writer.is_closing()
+    wait_for(lambda: server.closed_by_client == 1)
+
+
+def test_a_post_cancelled_once_its_early_connection_opened_leaves_that_connection_pooled(
+    servers,
+):
+    server = servers()
+    address = target_of(server).address
+    request = b"POST /prod/@connections/x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+
+    async def scenario():
+        pool = connections_http._Pool(address, 4)
+        pool.warm()
+        opening = pool.warming
+        post = asyncio.create_task(pool.post(request))
+        await asyncio.sleep(0)
+        assert pool.warming is None  # the post claimed the open under way
+        while not opening.done():
+            await asyncio.sleep(0)
+        post.cancel()  # before the post resumed with the connection
+        with pytest.raises(asyncio.CancelledError):
+            await post
+        idle = list(pool.idle)
+        pool.close()
+        await asyncio.sleep(0)
+        return opening.result(), idle
+
+    connection, idle = asyncio.run(scenario())
+
+    assert server.requests == Counter()  # nothing was written on it
+    assert idle == [connection]  # kept for the next post, not lost
+    wait_for(lambda: server.closed_by_client == 1)  # and closed with its pool
+
+
+PROXY = "http://proxy.internal:3128"
+GATEWAY = "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+LOCAL = "http://gw.internal:3001/prod"
+
+
+@pytest.mark.parametrize(
+    ("url", "variables"),
+    [
+        (LOCAL, {"http_proxy": PROXY}),
+        (LOCAL, {"HTTP_PROXY": PROXY}),
+        (LOCAL, {"HTTPS_PROXY": PROXY}),  # only for https:// endpoints
+        (GATEWAY, {"https_proxy": PROXY}),
+        (GATEWAY, {"HTTP_PROXY": PROXY}),  # only for http:// endpoints
+        (GATEWAY, {"HTTPS_PROXY": PROXY, "NO_PROXY": "amazonaws.com"}),
+        (LOCAL, {"http_proxy": PROXY, "no_proxy": "gw.internal"}),
+        (LOCAL, {"http_proxy": PROXY, "no_proxy": "*"}),
+        (LOCAL, {"http_proxy": PROXY, "no_proxy": "elsewhere.internal"}),
+    ],
+)
+def test_the_signed_path_goes_direct_exactly_where_botocore_would(monkeypatch, url, variables):
+    """Through a proxy boto3 sends; where botocore would connect directly (no proxy for the
+    endpoint's scheme, or ``no_proxy`` exempts its host) the signed path may too."""
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=url,
+        region_name="eu-west-1",
+        aws_access_key_id="AKID",
+        aws_secret_access_key="secret",
+    )
+    botocore_direct = client._endpoint.http_session._proxy_config.proxy_url_for(url) is None
+
+    assert (target_for(client) is not None) == botocore_direct
+    assert (address_for(url) is not None) == botocore_direct
+
+
+def test_an_ipv6_literal_endpoint_is_addressed_and_signed_as_botocore_does(servers):
+    server = servers(host="::1")
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+    )
+    target = target_for(client)
+
+    assert broadcast(target, ids_of(1)) == {"c0=": Outcome.DELIVERED}
+    client.post_to_connection(ConnectionId="boto3=", Data=PAYLOAD)  # botocore's own request
+    assert server.hosts == Counter({f"[::1]:{server.port}": 2})
+
+    path = connection_path(target, "c0=")
+    now = time.time()
+    ours = dict(Signer(target, PAYLOAD).headers(path, now))
+    request = AWSRequest(method="POST", url=f"http://[::1]:{server.port}{path}", data=PAYLOAD)
+    # botocore's signing clock, frozen at our instant (both sign the same second).
+    frozen = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
+    with patch("botocore.auth.get_current_datetime", return_value=frozen):
+        SigV4Auth(Credentials("AKIDTEST", "secret"), "execute-api", "us-east-1").add_auth(request)
+    assert ours["Authorization"] == request.headers["Authorization"]
+
+
+# --------------------------------------------------------------------------- closing under a post
+
+
+def run_within(function, seconds: float = 5.0) -> None:
+    """Run ``function`` in a thread and fail (rather than hang the suite) if it blocks."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            function()
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def held_server(servers):
+    """A server that reads every request and answers none until the test ends."""
+    release = threading.Event()
+
+    def held(server: WireServer, connection_id: str, number: int) -> bytes:
+        release.wait(10)
+        return response()
+
+    yield servers(Behaviour(reply=held))
+    release.set()
+
+
+def posts_in_flight(server: WireServer) -> tuple[FanOut, dict[str, str], list[str]]:
+    """A fan-out whose posts (one batch) were written to ``server`` and wait for answers."""
+    count = connections_http.SUBMIT_BATCH  # a full batch is handed to the loop at once
+    outcomes: dict[str, str] = {}
+    fan_out = FanOut(
+        concurrency=count, max_retries=0, base_delay=0.0, on_result=outcomes.__setitem__
+    )
+    target = target_of(server)
+    signer = Signer(target, PAYLOAD)
+    for connection_id in ids_of(count):
+        fan_out.submit(target, signer, PAYLOAD, connection_id)
+    wait_for(lambda: sum(server.requests.values()) == count)
+    return fan_out, outcomes, ids_of(count)
+
+
+def test_closing_the_transport_under_a_broadcast_fails_its_posts_instead_of_hanging(
+    held_server, caplog
+):
+    """What SnapStart's ``before_snapshot`` or a shutdown hook may do from another thread."""
+    fan_out, outcomes, ids = posts_in_flight(held_server)
+
+    connections_http.close_shared_transport()
+    run_within(fan_out.close)
+
+    # They were written: failed, not resent, one log line for the lot.
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)") and "not resent" in line
+    assert held_server.requests == Counter({cid: 1 for cid in ids})
+
+
+def test_a_post_cancelled_on_the_loop_is_a_counted_failure_and_close_returns(
+    held_server, servers, caplog
+):
+    fan_out, outcomes, ids = posts_in_flight(held_server)
+    loop = shared_transport().loop
+
+    async def cancel_the_posts() -> None:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    asyncio.run_coroutine_threadsafe(cancel_the_posts(), loop).result(5)
+    run_within(fan_out.close)
+
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)")
+    # The loop lives on: the next broadcast is sent.
+    assert broadcast(target_of(servers()), ids_of(2)) == dict.fromkeys(ids_of(2), Outcome.DELIVERED)
+
+
+def test_a_broadcast_whose_loop_died_is_counted_failed_not_waited_for(held_server, caplog):
+    fan_out, outcomes, ids = posts_in_flight(held_server)
+    transport = shared_transport()
+
+    transport.loop.call_soon_threadsafe(transport.loop.stop)  # the loop thread ends
+    transport.thread.join(5)
+    try:
+        run_within(fan_out.close)
+    finally:
+        run_within(connections_http.close_shared_transport)  # a dead loop is closed too
+
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)")
+
+
+def test_posts_handed_to_a_closed_transport_are_failed_not_raised_nor_waited_for(caplog):
+    outcomes: dict[str, str] = {}
+    fan_out = FanOut(concurrency=4, max_retries=0, base_delay=0.0, on_result=outcomes.__setitem__)
+    connections_http.close_shared_transport()  # closed under it, before its first post
+    target = target_of(None)
+    signer = Signer(target, PAYLOAD)
+    ids = ids_of(connections_http.SUBMIT_BATCH + 5)  # more than its 16 places, too
+
+    def send() -> None:
+        for connection_id in ids:
+            fan_out.submit(target, signer, PAYLOAD, connection_id)
+        fan_out.close()
+
+    run_within(send)
+
+    assert outcomes == {cid: Outcome.FAILED for cid in ids}
+    (line,) = failure_lines(caplog)
+    assert line.startswith(f"{len(ids)} post(s)")
 
 
 # --------------------------------------------------------------------------- process machinery

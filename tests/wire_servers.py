@@ -1,9 +1,11 @@
-"""Real HTTP/1.1 @connections servers on 127.0.0.1 that misbehave the way networks do.
+"""Real HTTP/1.1 @connections servers on loopback (127.0.0.1 or ::1) that misbehave the way
+networks do.
 
 Each accepted socket is served by its own thread, one request after another (keep-alive),
 so a client's connection reuse, dead-connection detection and response parsing meet real
 sockets. ``handled`` counts what the server processed per connection id (what a WebSocket
-client would have received); ``answered`` counts the 200s it sent back.
+client would have received); ``answered`` counts the 200s it sent back; ``hosts`` the ``Host``
+headers received; ``closed_by_client`` the sockets the client closed between requests.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class WireServer:
         stage: str = "prod",
         tls: ssl.SSLContext | None = None,
         handshake_delay: float = 0.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.behaviour = behaviour or Behaviour()
         self.tls = tls
@@ -92,10 +95,14 @@ class WireServer:
         self.handled: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.hosts: Counter[str] = Counter()
         self.connections = 0
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.closed_by_client = 0
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, 0), family=family, backlog=512)
         self.port = self.listener.getsockname()[1]
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/{stage}"
+        netloc = f"[{host}]" if ":" in host else host
+        self.url = f"{'https' if tls else 'http'}://{netloc}:{self.port}/{stage}"
         self._stopping = False
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -129,6 +136,9 @@ class WireServer:
                     except TimeoutError:
                         return  # idle too long: close
                     if not data:
+                        if not buffer:
+                            with self.lock:
+                                self.closed_by_client += 1
                         return
                     buffer += data
                 sock.settimeout(None)
@@ -139,6 +149,9 @@ class WireServer:
                     name, _, value = line.partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value)
+                    elif name.strip().lower() == "host":
+                        with self.lock:
+                            self.hosts[value.strip()] += 1
                 while len(buffer) < length:
                     data = sock.recv(65536)
                     if not data:
