@@ -15,6 +15,7 @@ else below ``models`` imports it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from types import ModuleType
 from typing import Any
@@ -117,6 +118,9 @@ def _session() -> Any:
     import boto3
 
     session_kwargs = _session_kwargs()
+    if moto_is_mocking():
+        # moto hooks the Sessions made after it was imported: a kept one may predate it.
+        return boto3.session.Session(**session_kwargs)
     key = (boto3.session.Session, tuple(sorted(session_kwargs.items())))
     session = _SESSIONS.get(key)
     if session is None:
@@ -135,6 +139,14 @@ def management_endpoint_for(explicit_url: str, api_id: str, stage_name: str) -> 
     return execute_api_endpoint(api_id, region(), stage_name)
 
 
+def moto_is_mocking() -> bool:
+    """True while moto's ``mock_aws`` intercepts botocore: then requests must go through it,
+    on clients made while it is active (one made before it would reach the network)."""
+    models = sys.modules.get("moto.core.models")
+    stubber = getattr(models, "botocore_stubber", None)
+    return bool(getattr(stubber, "enabled", False))
+
+
 def management_client(endpoint_url: str) -> Any:
     """A client for the @connections API at ``endpoint_url`` (through ``client()``).
 
@@ -149,7 +161,7 @@ def management_client(endpoint_url: str) -> Any:
     factory = _patch_point().get_boto3_client
     name = signing_region(endpoint_url)
     concurrency = max(10, int(websocket_setting("send_concurrency")))
-    key = (factory, endpoint_url, name, concurrency, _credential_settings())
+    key = (factory, endpoint_url, name, concurrency, _credential_settings(), moto_is_mocking())
     cached = _MANAGEMENT_CLIENTS.get(key)
     if cached is not None:
         return cached

@@ -29,7 +29,6 @@ import logging
 import os
 import select
 import ssl
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -39,6 +38,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
+from .aws import moto_is_mocking
 from .send_policy import Outcome, backoff_delay, classify
 
 logger = logging.getLogger(__name__)
@@ -97,13 +97,6 @@ class Target:
     @property
     def address(self) -> Address:
         return Address(self.scheme, self.host, self.port, self.ca_bundle)
-
-
-def moto_is_mocking() -> bool:
-    """True while moto's ``mock_aws`` intercepts botocore: then requests must go through it."""
-    models = sys.modules.get("moto.core.models")
-    stubber = getattr(models, "botocore_stubber", None)
-    return bool(getattr(stubber, "enabled", False))
 
 
 def target_for(client: Any) -> Target | None:

@@ -1385,3 +1385,44 @@ def test_no_backoff_pause_outgrows_the_cap():
     pauses = [send_policy.backoff_delay(attempt, 0.05) for attempt in range(40) for _ in range(20)]
     assert max(pauses) <= send_policy.MAX_BACKOFF_SECONDS
     assert max(send_policy.backoff_delay(1, 0.05) for _ in range(200)) <= 0.1
+
+
+MOTO_AFTER_A_KEPT_SESSION = """
+import os, django
+django.setup()
+from django.conf import settings
+settings.AWS_GATEWAY_REGION_NAME = "us-east-1"
+from django_aws_api_gateway_websockets import aws
+aws.new_client("apigatewaymanagementapi", endpoint_url="https://abc.execute-api.us-east-1.amazonaws.com/prod")
+from moto import mock_aws  # imported after a Session was kept, as in a long test run
+from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+from django_aws_api_gateway_websockets import sending
+with mock_aws():
+    client = aws.management_client("https://abc.execute-api.us-east-1.amazonaws.com/prod")
+    sending.post_to_connection(client, "c1", b"{}")
+    backend = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    print(backend.connections["c1"].data)
+"""
+
+
+def test_moto_intercepts_sends_even_when_a_session_was_kept_before_it_was_imported():
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "NO_PROXY": "*",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", MOTO_AFTER_A_KEPT_SESSION],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "b'{}'"
