@@ -25,11 +25,11 @@ def botocore_signature(target: Target, path: str, payload: bytes, now: float) ->
     request = AWSRequest(
         method="POST", url=f"{target.scheme}://{target.host_header}{path}", data=payload
     )
-    with patch("botocore.auth.datetime") as clock:
-        import datetime
+    import datetime
 
-        clock.datetime.now.return_value = datetime.datetime.fromtimestamp(now, datetime.UTC)
-        clock.datetime.utcnow.return_value = datetime.datetime.utcfromtimestamp(now)
+    # botocore's signer reads the clock through get_current_datetime (naive UTC).
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
+    with patch("botocore.auth.get_current_datetime", return_value=moment):
         SigV4Auth(credentials, "execute-api", target.region).add_auth(request)
     return dict(request.headers)
 
