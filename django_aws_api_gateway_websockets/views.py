@@ -112,8 +112,9 @@ class WebSocketView(View):
     RATE_LIMIT_WINDOW_MINUTES: int | None = None
     MAX_BODY_SIZE = 128 * 1024
     CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
-    MAX_CHANNEL_NAME_LENGTH = 100
-    SEND_EXCEPTION_MAIL = False
+    MAX_CHANNEL_NAME_LENGTH = 191
+    # mail_admins when a handler raises (a no-op while ADMINS is empty).
+    SEND_EXCEPTION_MAIL = True
 
     handler_selection_key = "handler"
     route_selection_key = "action"

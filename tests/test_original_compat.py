@@ -90,3 +90,421 @@ def test_migrate_upgrades_a_database_the_original_package_created():
         MigrationRecorder(connection).migration_qs.filter(
             app=APP, name__in=ORIGINAL_MIGRATIONS
         ).delete()
+
+
+# --- A project's own code, as the original's documentation writes it -------------------------
+
+import json  # noqa: E402
+from datetime import timedelta  # noqa: E402
+from io import StringIO  # noqa: E402
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core import mail  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.http import JsonResponse  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.urls import path  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from django_aws_api_gateway_websockets.models import (  # noqa: E402
+    ApiGateway,
+    ConnectionRateLimit,
+    WebSocketSession,
+    WebSocketToken,
+)
+from django_aws_api_gateway_websockets.views import WebSocketTokenView, WebSocketView  # noqa: E402
+from tests.seed.headers import api_gateway_connect_headers, api_gateway_headers  # noqa: E402
+
+
+class PublicWebSocketView(WebSocketView):
+    USE_WS_TOKEN = False
+
+    def default(self, request, *args, **kwargs):
+        return JsonResponse({"ok": True})
+
+    def explode(self, request, *args, **kwargs):
+        raise RuntimeError("handler bug")
+
+
+class ListedHandlersView(WebSocketView):
+    USE_WS_TOKEN = False
+    ALLOWED_HANDLERS = {"default", "send_message"}
+
+    def default(self, request, *args, **kwargs):
+        return JsonResponse({"handler": "default"})
+
+    def send_message(self, request, *args, **kwargs):
+        return JsonResponse({"handler": "send_message"})
+
+    def fetch_history(self, request, *args, **kwargs):
+        return JsonResponse({"handler": "fetch_history"})
+
+
+class PinnedGatewayView(PublicWebSocketView):
+    aws_api_gateway_id = "abc123"
+
+
+urlpatterns = [
+    path("ws/<slug:route>", PublicWebSocketView.as_view(), name="example_websocket"),
+    path("listed/<slug:route>", ListedHandlersView.as_view()),
+    path("pinned/<slug:route>", PinnedGatewayView.as_view()),
+    path("api/ws-token/", WebSocketTokenView.as_view(), name="websocket_token"),
+]
+compat_urls = pytest.mark.urls(__name__)
+
+
+def _connect(client, prefix="/ws", channel="general", api_id="abc123", connection_id="c-1"):
+    return client.post(
+        f"{prefix}/connect?channel={channel}",
+        data="",
+        content_type="application/json",
+        **api_gateway_connect_headers(api_id=api_id, connection_id=connection_id),
+    )
+
+
+def _send(client, body, prefix="/ws", route="default", api_id="abc123", connection_id="c-1"):
+    return client.post(
+        f"{prefix}/{route}",
+        data=json.dumps(body),
+        content_type="application/json",
+        **api_gateway_headers(api_id=api_id, connection_id=connection_id),
+    )
+
+
+# Installation ----------------------------------------------------------------------------------
+
+
+def test_app_config_has_the_original_class_name_and_label():
+    """``INSTALLED_APPS`` may name the app by its module or by its AppConfig class."""
+    from django.apps import apps
+
+    from django_aws_api_gateway_websockets.apps import DjangoAwsApiGatewayWebsocketsConfig
+
+    config = apps.get_app_config("django_aws_api_gateway_websockets")
+    assert isinstance(config, DjangoAwsApiGatewayWebsocketsConfig)
+    assert config.default_auto_field == "django.db.models.BigAutoField"
+
+
+# WebSocketView settings (settings page: names and documented defaults) ------------------------
+
+
+def test_view_defaults_are_the_documented_ones():
+    assert WebSocketView.USE_WS_TOKEN is True
+    assert WebSocketView.RATE_LIMIT_ENABLED is True
+    assert WebSocketView.MAX_BODY_SIZE == 1024 * 128
+    assert WebSocketView.MAX_CHANNEL_NAME_LENGTH == 191
+    assert WebSocketView.SEND_EXCEPTION_MAIL is True
+    assert WebSocketView.route_selection_key == "action"
+    assert WebSocketView.handler_selection_key == "handler"
+    assert WebSocketView.expected_useragent_prefix == "AmazonAPIGateway_"
+    assert WebSocketView.aws_api_gateway_id is None
+    assert WebSocketView.http_method_names == ["post"]
+
+
+@compat_urls
+@pytest.mark.django_db
+@pytest.mark.parametrize(("length", "status"), [(191, 200), (192, 400)])
+def test_channel_names_up_to_max_channel_name_length_connect(api_gateway, length, status):
+    response = _connect(Client(), channel="c" * length)
+    assert response.status_code == status
+    assert WebSocketSession.objects.filter(channel_name="c" * length).exists() is (status == 200)
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_connect_without_channel_uses_the_gateways_default_channel(api_gateway):
+    api_gateway.default_channel_name = "lobby"
+    api_gateway.save()
+    response = Client().post(
+        "/ws/connect",
+        data="",
+        content_type="application/json",
+        **api_gateway_connect_headers(connection_id="c-1"),
+    )
+    assert response.status_code == 200
+    assert WebSocketSession.objects.get(connection_id="c-1").channel_name == "lobby"
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_a_failing_handler_mails_the_admins_by_default(api_gateway, websocket_session, settings):
+    """SEND_EXCEPTION_MAIL defaults to True: ``mail_admins`` when a handler raises."""
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    response = _send(Client(), {"action": "explode"}, route="explode", connection_id="connection-1")
+    assert response.status_code == 500
+    assert len(mail.outbox) == 1
+    assert "handler bug" not in response.content.decode()
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_allowed_handlers_limit_what_a_client_may_call(api_gateway, websocket_session):
+    client = Client()
+    listed = _send(
+        client,
+        {"action": "send_message"},
+        prefix="/listed",
+        route="send_message",
+        connection_id="connection-1",
+    )
+    assert listed.status_code == 200
+    assert listed.json() == {"handler": "send_message"}
+    unlisted = _send(
+        client,
+        {"action": "fetch_history"},
+        prefix="/listed",
+        route="fetch_history",
+        connection_id="connection-1",
+    )
+    assert unlisted.json() == {"handler": "default"}, "an unlisted name falls back to default"
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_handler_key_selects_the_django_method_independently_of_action(
+    api_gateway, websocket_session
+):
+    response = _send(
+        Client(),
+        {"action": "default", "handler": "send_message"},
+        prefix="/listed",
+        connection_id="connection-1",
+    )
+    assert response.json() == {"handler": "send_message"}
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_aws_api_gateway_id_pins_the_view_to_one_api(api_gateway):
+    other = ApiGateway.objects.create(api_name="Other", api_id="zzz999", api_created=True)
+    assert (
+        _connect(Client(), prefix="/pinned", api_id="abc123", connection_id="c-1").status_code
+        == 200
+    )
+    refused = _connect(Client(), prefix="/pinned", api_id=other.api_id, connection_id="c-2")
+    assert 400 <= refused.status_code < 500
+    assert not WebSocketSession.objects.filter(connection_id="c-2").exists()
+
+
+# Tokens (websocket_tokens page) ---------------------------------------------------------------
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_token_endpoint_gives_a_signed_in_user_a_token_and_its_lifetime():
+    user = get_user_model().objects.create_user("alice", password="pw")
+    client = Client()
+    client.force_login(user)
+    response = client.post("/api/ws-token/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["expires_in"] == 60
+    token = WebSocketToken.objects.get(token=body["token"])
+    assert token.user == user and token.used is False
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_token_endpoint_refuses_anonymous_users_and_get():
+    client = Client()
+    assert client.post("/api/ws-token/").status_code == 403
+    assert client.get("/api/ws-token/").status_code == 405
+    assert not WebSocketToken.objects.exists()
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_token_expiry_setting_is_reported(settings):
+    settings.WEBSOCKETS = {"token_expiry_seconds": 30}
+    user = get_user_model().objects.create_user("bob", password="pw")
+    client = Client()
+    client.force_login(user)
+    assert client.post("/api/ws-token/").json()["expires_in"] == 30
+
+
+@pytest.mark.django_db
+def test_custom_token_view_building_blocks():
+    """The documented custom token view: check_rate_limit, generate_token, validate_and_consume."""
+    user = get_user_model().objects.create_user("carol", password="pw")
+    assert WebSocketToken.check_rate_limit(user, max_tokens_per_minute=10) is True
+    token = WebSocketToken.generate_token(user=user, session_key="s" * 32)
+    assert isinstance(token.token, str) and len(token.token) >= 32
+    assert (
+        WebSocketToken.validate_and_consume(token_value=token.token, session_key="s" * 32) == user
+    )
+    assert (
+        WebSocketToken.validate_and_consume(token_value=token.token, session_key="s" * 32) is None
+    )
+    other = WebSocketToken.generate_token(user=user, session_key="s" * 32)
+    assert (
+        WebSocketToken.validate_and_consume(token_value=other.token, session_key="t" * 32) is None
+    )
+
+
+@pytest.mark.django_db
+def test_token_rate_limit_counts_tokens_in_the_last_minute():
+    user = get_user_model().objects.create_user("dave", password="pw")
+    for _ in range(3):
+        WebSocketToken.generate_token(user=user, session_key="k" * 32)
+    assert WebSocketToken.check_rate_limit(user, max_tokens_per_minute=3) is False
+    assert WebSocketToken.check_rate_limit(user, max_tokens_per_minute=4) is True
+
+
+# Rate limiting (rate_limiting page) -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_connection_rate_limit_counts_per_address_within_the_window():
+    for _ in range(3):
+        ConnectionRateLimit.record_attempt(ip_address="10.0.0.1", successful=False)
+    assert ConnectionRateLimit.check_rate_limit(
+        ip_address="10.0.0.1", max_attempts=3, window_minutes=5
+    ) == (False, 3)
+    assert ConnectionRateLimit.check_rate_limit(
+        ip_address="10.0.0.2", max_attempts=3, window_minutes=5
+    ) == (True, 0)
+    ConnectionRateLimit.objects.update(attempt_time=timezone.now() - timedelta(minutes=6))
+    allowed, _count = ConnectionRateLimit.check_rate_limit(
+        ip_address="10.0.0.1", max_attempts=3, window_minutes=5
+    )
+    assert allowed is True
+
+
+@pytest.mark.django_db
+def test_old_rate_limit_records_are_cleaned_up():
+    ConnectionRateLimit.record_attempt(ip_address="10.0.0.1")
+    ConnectionRateLimit.objects.update(attempt_time=timezone.now() - timedelta(days=8))
+    ConnectionRateLimit.record_attempt(ip_address="10.0.0.1")
+    ConnectionRateLimit.cleanup_old_records(days=7)
+    assert ConnectionRateLimit.objects.count() == 1
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_view_rate_limit_attributes_refuse_excess_connects(api_gateway):
+    class Strict(PublicWebSocketView):
+        RATE_LIMIT_MAX_ATTEMPTS = 2
+        RATE_LIMIT_WINDOW_MINUTES = 5
+
+    from django.test import RequestFactory
+
+    factory = RequestFactory()
+    statuses = []
+    for number in range(3):
+        request = factory.post(
+            "/ws/connect?channel=general",
+            data="",
+            content_type="application/json",
+            **api_gateway_connect_headers(connection_id=f"c-{number}"),
+        )
+        statuses.append(Strict.as_view()(request, route="connect").status_code)
+    assert statuses[:2] == [200, 200]
+    assert 400 <= statuses[2] < 500
+
+
+# Models and sending (models, message_patterns pages) -------------------------------------------
+
+
+@pytest.mark.django_db
+def test_gateway_defaults_are_the_documented_ones():
+    gateway = ApiGateway.objects.create(api_name="Defaults")
+    assert gateway.route_selection_expression == "$request.body.action"
+    assert gateway.api_key_selection_expression == "$request.header.x-api-key"
+    assert gateway.route_key == "$default"
+    assert gateway.stage_name == "production"
+    assert gateway.tags == {}
+    assert gateway.api_created is False and gateway.custom_domain_created is False
+
+
+@pytest.mark.django_db
+def test_a_users_sessions_are_reachable_from_the_user():
+    """``user.websocket_sessions.filter(connected=True).send_message(...)``."""
+    user = get_user_model().objects.create_user("erin", password="pw")
+    session = WebSocketSession.objects.create(connection_id="c-9", user=user, channel_name="x")
+    assert list(user.websocket_sessions.filter(connected=True)) == [session]
+    assert hasattr(user.websocket_sessions.filter(connected=True), "send_message")
+
+
+@pytest.mark.django_db
+def test_region_setting_prefers_the_gateway_specific_one(settings):
+    from django_aws_api_gateway_websockets.models import get_region_name
+
+    settings.AWS_REGION_NAME = "us-east-1"
+    settings.AWS_GATEWAY_REGION_NAME = "eu-west-1"
+    assert get_region_name() == "eu-west-1"
+    del settings.AWS_GATEWAY_REGION_NAME
+    assert get_region_name() == "us-east-1"
+
+
+# Management commands (management_commands, cleanup pages) --------------------------------------
+
+
+@pytest.mark.django_db
+def test_clear_websocket_sessions_deletes_only_disconnected_ones():
+    WebSocketSession.objects.create(connection_id="connected", connected=True)
+    WebSocketSession.objects.create(connection_id="disconnected", connected=False)
+    call_command("clearWebSocketSessions", stdout=StringIO())
+    assert WebSocketSession.objects.filter(connection_id="connected").exists()
+    assert not WebSocketSession.objects.filter(connection_id="disconnected").exists()
+
+
+@pytest.mark.django_db
+def test_cleanup_websocket_tokens_takes_the_documented_options():
+    user = get_user_model().objects.create_user("frank", password="pw")
+    old = WebSocketToken.generate_token(user=user, session_key="k" * 32)
+    fresh = WebSocketToken.generate_token(user=user, session_key="k" * 32)
+    WebSocketToken.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(seconds=301)
+    )
+    ConnectionRateLimit.record_attempt(ip_address="10.0.0.1")
+    ConnectionRateLimit.objects.update(attempt_time=timezone.now() - timedelta(days=8))
+    call_command(
+        "cleanupWebSocketTokens", "--token-age=300", "--rate-limit-age=7", stdout=StringIO()
+    )
+    assert list(WebSocketToken.objects.values_list("pk", flat=True)) == [fresh.pk]
+    assert not ConnectionRateLimit.objects.exists()
+
+
+@pytest.mark.django_db
+def test_create_commands_take_pk():
+    from django.core.management import CommandError
+
+    for command in ("createApiGateway", "createCustomDomain"):
+        with pytest.raises(CommandError):
+            call_command(command, "--pk=999999", stdout=StringIO(), stderr=StringIO())
+
+
+# Admin (admin page) ----------------------------------------------------------------------------
+
+
+def test_admin_actions_and_inline_are_the_documented_ones():
+    from django.contrib import admin as django_admin
+
+    from django_aws_api_gateway_websockets.admin import ApiGatewayAdditionalRouteInline
+
+    model_admin = django_admin.site._registry[ApiGateway]
+    labels = {
+        getattr(action, "short_description", None)
+        for action in model_admin.actions
+        if callable(action)
+    }
+    labels |= {
+        getattr(getattr(model_admin, action, None), "short_description", None)
+        for action in model_admin.actions
+        if isinstance(action, str)
+    }
+    assert {"Create API Gateway", "Create Custom Domain"} <= labels
+    assert ApiGatewayAdditionalRouteInline in model_admin.inlines
+    assert {"api_created", "custom_domain_created"} <= set(model_admin.list_filter)
+    assert {"api_name", "domain_name"} <= set(model_admin.search_fields)
+
+
+def test_token_and_rate_limit_records_are_read_only_in_the_admin(rf, admin_user):
+    from django.contrib import admin as django_admin
+
+    request = rf.get("/")
+    request.user = admin_user
+    for model in (WebSocketToken, ConnectionRateLimit):
+        model_admin = django_admin.site._registry[model]
+        assert model_admin.has_add_permission(request) is False
+        assert model_admin.has_change_permission(request) is False
