@@ -551,8 +551,11 @@ class WebSocketView(View):
         )
 
     def _run_handler(self, handler: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        """Call a handler; one that returns nothing answers ``{}`` (handlers that only send,
+        as the original package's documentation writes them, end with ``return None``)."""
         try:
-            return handler(request, *args, **kwargs)
+            response = handler(request, *args, **kwargs)
+            return JsonResponse({}) if response is None else response
         except Exception:
             logger.exception(
                 "WebSocket handler %s failed",

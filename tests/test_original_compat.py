@@ -508,3 +508,328 @@ def test_token_and_rate_limit_records_are_read_only_in_the_admin(rf, admin_user)
         model_admin = django_admin.site._registry[model]
         assert model_admin.has_add_permission(request) is False
         assert model_admin.has_change_permission(request) is False
+
+
+# Permissions and whitelisting (permissions, security pages) ------------------------------------
+
+
+class AnyPermissionView(PublicWebSocketView):
+    permissions_required = ["auth.view_user", "auth.change_user"]
+
+
+class AllPermissionsView(PublicWebSocketView):
+    all_permissions_required = ["auth.view_user", "auth.change_user"]
+
+
+class HelperView(PublicWebSocketView):
+    def _internal_helper(self, request, *args, **kwargs):
+        return JsonResponse({"handler": "_internal_helper"})
+
+
+urlpatterns += [
+    path("any/<slug:route>", AnyPermissionView.as_view()),
+    path("all/<slug:route>", AllPermissionsView.as_view()),
+    path("helper/<slug:route>", HelperView.as_view()),
+]
+
+
+def _user_with(*codenames):
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(f"user-{len(codenames)}-{'-'.join(codenames)}")
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@compat_urls
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("prefix", "codenames", "allowed"),
+    [
+        ("/any", ("view_user",), True),
+        ("/any", (), False),
+        ("/all", ("view_user",), False),
+        ("/all", ("view_user", "change_user"), True),
+    ],
+)
+def test_permissions_required_any_and_all(api_gateway, prefix, codenames, allowed):
+    WebSocketSession.objects.create(
+        connection_id="perm-1", api_gateway=api_gateway, user=_user_with(*codenames)
+    )
+    response = _send(Client(), {"action": "default"}, prefix=prefix, connection_id="perm-1")
+    if allowed:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 403
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_private_methods_are_never_handlers(api_gateway, websocket_session):
+    response = _send(
+        Client(),
+        {"action": "_internal_helper", "handler": "_internal_helper"},
+        prefix="/helper",
+        connection_id="connection-1",
+    )
+    assert response.json() == {"ok": True}
+
+
+# Rate limit defaults (rate_limiting page, WEBSOCKETS setting) ----------------------------------
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_connects_are_limited_to_20_a_minute_by_default(api_gateway):
+    client = Client()
+    statuses = [_connect(client, connection_id=f"c-{n}").status_code for n in range(21)]
+    assert statuses[:20] == [200] * 20
+    assert 400 <= statuses[20] < 500
+    assert WebSocketSession.objects.count() == 20
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_websockets_setting_changes_the_connect_limit(api_gateway, settings):
+    settings.WEBSOCKETS = {"rate_limit_max_attempts": 2, "rate_limit_window_minutes": 1}
+    client = Client()
+    statuses = [_connect(client, connection_id=f"c-{n}").status_code for n in range(3)]
+    assert statuses[:2] == [200, 200] and 400 <= statuses[2] < 500
+
+
+@pytest.mark.django_db
+def test_rate_limit_enabled_false_turns_the_connect_limit_off(api_gateway, settings):
+    from django.test import RequestFactory
+
+    class Unlimited(PublicWebSocketView):
+        RATE_LIMIT_ENABLED = False
+
+    settings.WEBSOCKETS = {"rate_limit_max_attempts": 1}
+    factory = RequestFactory()
+    for number in range(3):
+        request = factory.post(
+            "/ws/connect?channel=general",
+            data="",
+            content_type="application/json",
+            **api_gateway_connect_headers(connection_id=f"u-{number}"),
+        )
+        assert Unlimited.as_view()(request, route="connect").status_code == 200
+
+
+@compat_urls
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("websockets", "limit"), [({}, 20), ({"token_rate_limit_per_minute": 3}, 3)]
+)
+def test_token_endpoint_is_limited_per_user_per_minute(settings, websockets, limit):
+    settings.WEBSOCKETS = websockets
+    client = Client()
+    client.force_login(get_user_model().objects.create_user("grace"))
+    statuses = [client.post("/api/ws-token/").status_code for _ in range(limit + 1)]
+    assert statuses == [200] * limit + [403]
+
+
+# The token flow end to end (websocket_tokens page) ---------------------------------------------
+
+
+class TokenProtectedView(PublicWebSocketView):
+    USE_WS_TOKEN = True
+
+
+urlpatterns += [path("protected/<slug:route>", TokenProtectedView.as_view())]
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_a_token_lets_its_session_connect_once(api_gateway):
+    user = get_user_model().objects.create_user("heidi")
+    client = Client()
+    client.force_login(user)
+    token = client.post("/api/ws-token/").json()["token"]
+
+    def connect(connection_id, with_token=token):
+        headers = api_gateway_connect_headers(connection_id=connection_id)
+        headers["HTTP_COOKIE"] = f"sessionid={client.cookies['sessionid'].value}"
+        query = f"?channel=general&ws_token={with_token}" if with_token else "?channel=general"
+        return Client().post(
+            f"/protected/connect{query}", data="", content_type="application/json", **headers
+        )
+
+    assert connect("t-1").status_code == 200
+    assert WebSocketSession.objects.get(connection_id="t-1").user == user
+    assert 400 <= connect("t-2").status_code < 500, "a token is single-use"
+    assert 400 <= connect("t-3", with_token=None).status_code < 500, "a token is required"
+    assert not WebSocketSession.objects.filter(connection_id__in=["t-2", "t-3"]).exists()
+
+
+# Sending (message_patterns page) ---------------------------------------------------------------
+
+
+def _management_client(**post_to_connection):
+    from unittest.mock import Mock
+
+    client = Mock()
+    client.post_to_connection.configure_mock(**post_to_connection)
+    return client
+
+
+@pytest.mark.django_db
+def test_a_single_send_returns_the_post_to_connection_response(websocket_session, settings):
+    from unittest.mock import patch
+
+    settings.AWS_GATEWAY_REGION_NAME = "eu-west-1"
+    answer = {"ResponseMetadata": {"HTTPStatusCode": 200, "RequestId": "r-1"}}
+    client = _management_client(return_value=answer)
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client):
+        response = websocket_session.send_message({"type": "notification", "message": "hi"})
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+    sent = client.post_to_connection.call_args.kwargs
+    assert sent["ConnectionId"] == "connection-1"
+    assert json.loads(sent["Data"]) == {"type": "notification", "message": "hi"}
+
+
+@pytest.mark.django_db
+def test_a_single_send_to_a_gone_connection_returns_none_and_marks_it(websocket_session, settings):
+    from unittest.mock import patch
+
+    from botocore.exceptions import ClientError
+
+    settings.AWS_GATEWAY_REGION_NAME = "eu-west-1"
+    gone = ClientError(
+        {"Error": {"Code": "GoneException"}, "ResponseMetadata": {"HTTPStatusCode": 410}},
+        "PostToConnection",
+    )
+    client = _management_client(side_effect=gone)
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client):
+        assert websocket_session.send_message({"type": "x"}) is None
+    websocket_session.refresh_from_db()
+    assert websocket_session.connected is False
+
+
+@pytest.mark.django_db
+def test_a_message_over_128_kib_is_refused_before_aws(websocket_session, settings):
+    from unittest.mock import patch
+
+    settings.AWS_GATEWAY_REGION_NAME = "eu-west-1"
+    client = _management_client(return_value={})
+    target = "django_aws_api_gateway_websockets.models.get_boto3_client"
+    with patch(target, return_value=client), pytest.raises(ValueError):
+        websocket_session.send_message({"blob": "x" * (128 * 1024)})
+    client.post_to_connection.assert_not_called()
+
+
+@pytest.mark.django_db
+def test_models_display_as_the_original_did(api_gateway):
+    from django_aws_api_gateway_websockets.models import ApiGatewayAdditionalRoute
+
+    assert str(api_gateway) == "Test API"
+    assert str(WebSocketSession(connection_id="abc=")) == "abc="
+    assert str(ApiGatewayAdditionalRoute(name="Chat", route_key="chat")) == "Chat"
+
+
+@pytest.mark.django_db
+def test_deleting_a_gateway_deletes_its_sessions(api_gateway, websocket_session):
+    """A difference (docs/migrating.md): the original kept the rows with no gateway."""
+    api_gateway.delete()
+    assert not WebSocketSession.objects.filter(pk=websocket_session.pk).exists()
+
+
+# Templates and mixins (templates_and_mixins page) ----------------------------------------------
+
+
+@pytest.mark.django_db
+def test_route_mixin_renders_the_documented_template(rf):
+    from django.template import Context, Template
+    from django.views.generic import TemplateView
+
+    from django_aws_api_gateway_websockets.mixins import AddWebSocketRouteToContextMixin
+    from django_aws_api_gateway_websockets.models import ApiGatewayAdditionalRoute
+
+    class DashboardView(AddWebSocketRouteToContextMixin, TemplateView):
+        template_name = "unused.html"
+        websocket_route_key = "dashboard"
+        channel_name = "dashboard"
+
+    page = Template(
+        "{% if api_gateway_route %}{% with api_gateway_route.api_gateway as websocket %}"
+        "wss://{{ websocket.domain_name }}?channel={{ channel_name|urlencode }}"
+        "{% endwith %}{% else %}none{% endif %}"
+    )
+
+    def render():
+        view = DashboardView()
+        view.setup(rf.get("/dashboard/"))
+        return page.render(Context(view.get_context_data()))
+
+    assert render() == "none"
+    gateway = ApiGateway.objects.create(api_name="Site", domain_name="ws.example.com")
+    ApiGatewayAdditionalRoute.objects.create(
+        api_gateway=gateway, name="Dash", route_key="dashboard"
+    )
+    assert render() == "wss://ws.example.com?channel=dashboard"
+
+
+# Handlers as the documentation writes them -----------------------------------------------------
+
+
+class NoneReturningView(WebSocketView):
+    """The settings, rate limiting and permissions pages' handlers end with ``return None``."""
+
+    USE_WS_TOKEN = False
+
+    def default(self, request, *args, **kwargs):
+        return None
+
+
+class RoomView(PublicWebSocketView):
+    """The example page's ``change_channel`` override that calls the built-in one."""
+
+    def change_channel(self, request, *args, **kwargs):
+        super().change_channel(request, *args, **kwargs)
+        return JsonResponse(
+            {"ok": True, "type": "channel_changed", "channel": self.websocket_session.channel_name}
+        )
+
+
+urlpatterns += [
+    path("none/<slug:route>", NoneReturningView.as_view()),
+    path("ws/chat/<slug:route>", RoomView.as_view(), name="chat_websocket"),
+]
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_a_handler_returning_none_answers_an_empty_json_object(api_gateway, websocket_session):
+    response = _send(Client(), {"action": "default"}, prefix="/none", connection_id="connection-1")
+    assert response.status_code == 200
+    assert response.json() == {}
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_connect_and_disconnect_need_no_handler_of_the_projects_own(api_gateway):
+    client = Client()
+    assert _connect(client, prefix="/none", connection_id="n-1").status_code == 200
+    response = client.post(
+        "/none/disconnect",
+        data="",
+        content_type="application/json",
+        **api_gateway_headers(connection_id="n-1"),
+    )
+    assert response.status_code == 200
+    assert WebSocketSession.objects.get(connection_id="n-1").connected is False
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_an_overridden_change_channel_can_call_the_built_in_one(api_gateway, websocket_session):
+    response = _send(
+        Client(),
+        {"action": "change_channel", "channel": "room_2"},
+        prefix="/ws/chat",
+        route="change_channel",
+        connection_id="connection-1",
+    )
+    assert response.json() == {"ok": True, "type": "channel_changed", "channel": "room_2"}
+    websocket_session.refresh_from_db()
+    assert websocket_session.channel_name == "room_2"
