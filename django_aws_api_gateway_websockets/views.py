@@ -118,6 +118,9 @@ class WebSocketView(View):
 
     handler_selection_key = "handler"
     route_selection_key = "action"
+    # ``as_view(debug=True)`` while developing: a refusal's log line also names the headers the
+    # request arrived with (names only), to see what a tunnel or proxy dropped.
+    debug = False
 
     # When set, only this API Gateway id may call the view.
     aws_api_gateway_id: str | None = None
@@ -173,6 +176,13 @@ class WebSocketView(View):
                 rejection.reason,
                 extra={"connection_id": self.connection_id_header(request), "route": route},
             )
+            if self.debug:
+                logger.warning(
+                    "WebSocket %s request arrived with headers: %s",
+                    route,
+                    ", ".join(sorted(request.headers.keys())),
+                    extra={"connection_id": self.connection_id_header(request), "route": route},
+                )
             return rejection.response
 
     def route_for(self, request: HttpRequest, kwargs: dict[str, Any]) -> str:

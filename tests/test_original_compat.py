@@ -833,3 +833,22 @@ def test_an_overridden_change_channel_can_call_the_built_in_one(api_gateway, web
     assert response.json() == {"ok": True, "type": "channel_changed", "channel": "room_2"}
     websocket_session.refresh_from_db()
     assert websocket_session.channel_name == "room_2"
+
+
+@pytest.mark.django_db
+def test_as_view_debug_true_names_the_headers_of_a_refused_request(api_gateway, rf, caplog):
+    """``ExampleWebSocketView.as_view(debug=True)`` (local development page): accepted, and a
+    refusal's log names the headers that did arrive (never their values)."""
+    view = PublicWebSocketView.as_view(debug=True)
+    headers = api_gateway_connect_headers(connection_id="d-1")
+    del headers["HTTP_CONNECTIONID"]
+    request = rf.post("/ws/connect", data="", content_type="application/json", **headers)
+    with caplog.at_level("WARNING", logger="django_aws_api_gateway_websockets"):
+        response = view(request, route="connect")
+    assert response.status_code == 400
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Sec-Websocket-Key" in logged and "test-key" not in logged
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="django_aws_api_gateway_websockets"):
+        PublicWebSocketView.as_view()(request, route="connect")
+    assert "Sec-Websocket-Key" not in "\n".join(r.getMessage() for r in caplog.records)
