@@ -100,8 +100,8 @@ class WebSocketView(View):
 
     http_method_names = ["post"]
 
-    # Message handlers. None: "default", ADDITIONAL_ALLOWED_HANDLERS and the public methods the
-    # subclass defines itself.
+    # Message handlers. None (or empty): "default", ADDITIONAL_ALLOWED_HANDLERS and the public
+    # methods the subclasses define themselves.
     ALLOWED_HANDLERS: set[str] | frozenset[str] | list[str] | None = None
     ADDITIONAL_ALLOWED_HANDLERS: set[str] | frozenset[str] | list[str] = frozenset()
 
@@ -538,7 +538,7 @@ class WebSocketView(View):
     @classmethod
     def allowed_handler_names(cls) -> frozenset[str]:
         """Method names a message may select; lifecycle and framework methods never qualify."""
-        if cls.ALLOWED_HANDLERS is not None:
+        if cls.ALLOWED_HANDLERS:  # empty, as the original's default set(), is automatic too
             names = set(cls.ALLOWED_HANDLERS)
         else:
             names = {"default"}

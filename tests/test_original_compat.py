@@ -852,3 +852,24 @@ def test_as_view_debug_true_names_the_headers_of_a_refused_request(api_gateway, 
     with caplog.at_level("WARNING", logger="django_aws_api_gateway_websockets"):
         PublicWebSocketView.as_view()(request, route="connect")
     assert "Sec-Websocket-Key" not in "\n".join(r.getMessage() for r in caplog.records)
+
+
+class EmptyAllowedView(PublicWebSocketView):
+    """``ALLOWED_HANDLERS = set()`` was the original's default: it means "detect them"."""
+
+    ALLOWED_HANDLERS = set()
+
+    def fetch_history(self, request, *args, **kwargs):
+        return JsonResponse({"handler": "fetch_history"})
+
+
+urlpatterns += [path("empty/<slug:route>", EmptyAllowedView.as_view())]
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_an_empty_allowed_handlers_set_detects_the_views_methods(api_gateway, websocket_session):
+    response = _send(
+        Client(), {"action": "fetch_history"}, prefix="/empty", connection_id="connection-1"
+    )
+    assert response.json() == {"handler": "fetch_history"}
