@@ -376,7 +376,7 @@ class ConnectionRateLimit(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="websocket_connection_attempts",
+        related_name="connection_attempts",
     )
     attempt_time = models.DateTimeField(default=timezone.now, db_index=True)
     successful = models.BooleanField(default=False)

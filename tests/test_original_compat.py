@@ -873,3 +873,12 @@ def test_an_empty_allowed_handlers_set_detects_the_views_methods(api_gateway, we
         Client(), {"action": "fetch_history"}, prefix="/empty", connection_id="connection-1"
     )
     assert response.json() == {"handler": "fetch_history"}
+
+
+@pytest.mark.django_db
+def test_a_users_tokens_and_connection_attempts_are_reachable_from_the_user():
+    user = get_user_model().objects.create_user("ivan")
+    token = WebSocketToken.generate_token(user=user, session_key="k" * 32)
+    attempt = ConnectionRateLimit.record_attempt(ip_address="10.0.0.3", user=user)
+    assert list(user.websocket_tokens.all()) == [token]
+    assert list(user.connection_attempts.all()) == [attempt]
