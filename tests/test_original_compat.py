@@ -882,3 +882,79 @@ def test_a_users_tokens_and_connection_attempts_are_reachable_from_the_user():
     attempt = ConnectionRateLimit.record_attempt(ip_address="10.0.0.3", user=user)
     assert list(user.websocket_tokens.all()) == [token]
     assert list(user.connection_attempts.all()) == [attempt]
+
+
+# The example page's chat view: history, a room broadcast and the sender's user -----------------
+
+
+class ExampleChatView(WebSocketView):
+    USE_WS_TOKEN = False
+
+    def chat_message(self, request, *args, **kwargs):
+        room = self.websocket_session.channel_name
+        text = str(self.body.get("message", "")).strip()
+        user = request.user if request.user.is_authenticated else None
+        username = user.get_username() if user else "Anonymous"
+        WebSocketSession.objects.filter(channel_name=room).send_message(
+            {"type": "chat_message", "room": room, "username": username, "message": text}
+        )
+        return JsonResponse({"ok": True})
+
+    def default(self, request, *args, **kwargs):
+        return JsonResponse({"ok": False, "error": "Unknown WebSocket action."}, status=400)
+
+
+urlpatterns += [path("example/chat/<slug:route>", ExampleChatView.as_view())]
+
+
+@compat_urls
+@pytest.mark.django_db
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_the_example_chat_broadcasts_to_the_room(api_gateway, settings, signed_in):
+    from unittest.mock import patch
+
+    settings.AWS_GATEWAY_REGION_NAME = "eu-west-1"
+    user = get_user_model().objects.create_user("judy") if signed_in else None
+    WebSocketSession.objects.create(
+        connection_id="sender", api_gateway=api_gateway, channel_name="lobby", user=user
+    )
+    WebSocketSession.objects.create(
+        connection_id="peer", api_gateway=api_gateway, channel_name="lobby"
+    )
+    WebSocketSession.objects.create(
+        connection_id="elsewhere", api_gateway=api_gateway, channel_name="other"
+    )
+    client = _management_client(return_value={"ResponseMetadata": {"HTTPStatusCode": 200}})
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", return_value=client):
+        response = _send(
+            Client(),
+            {"action": "chat_message", "message": " hello "},
+            prefix="/example/chat",
+            route="chat_message",
+            connection_id="sender",
+        )
+    assert response.json() == {"ok": True}
+    sent = {
+        call.kwargs["ConnectionId"]: json.loads(call.kwargs["Data"])
+        for call in client.post_to_connection.call_args_list
+    }
+    assert set(sent) == {"sender", "peer"}
+    assert sent["peer"]["username"] == ("judy" if signed_in else "Anonymous")
+    assert sent["peer"]["message"] == "hello"
+
+
+@compat_urls
+@pytest.mark.django_db
+def test_without_tokens_a_signed_in_browsers_cookie_still_names_the_user(api_gateway):
+    """``USE_WS_TOKEN = False`` (the upgrade guide's legacy view): a connect carrying the
+    site's session cookie is still associated with that user, as Django's middleware sees it."""
+    user = get_user_model().objects.create_user("kim")
+    browser = Client()
+    browser.force_login(user)
+    headers = api_gateway_connect_headers(connection_id="legacy-1")
+    headers["HTTP_COOKIE"] = f"sessionid={browser.cookies['sessionid'].value}"
+    response = Client().post(
+        "/ws/connect?channel=general", data="", content_type="application/json", **headers
+    )
+    assert response.status_code == 200
+    assert WebSocketSession.objects.get(connection_id="legacy-1").user == user
