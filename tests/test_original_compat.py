@@ -958,3 +958,30 @@ def test_without_tokens_a_signed_in_browsers_cookie_still_names_the_user(api_gat
     )
     assert response.status_code == 200
     assert WebSocketSession.objects.get(connection_id="legacy-1").user == user
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"api_name": "bad/name"}, "api_name"),
+        ({"api_name": "ok", "domain_name": "not a host"}, "domain_name"),
+    ],
+)
+def test_saving_a_gateway_validates_its_names(fields, bad):
+    """The original's ``save()`` ran the validation: code (not only the admin form) that
+    creates a gateway with a name AWS would refuse gets a ValidationError naming the field."""
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        ApiGateway.objects.create(**fields)
+    assert bad in raised.value.message_dict
+    assert not ApiGateway.objects.exists()
+
+
+@pytest.mark.django_db
+def test_saving_a_gateway_adds_the_trailing_slash_to_its_endpoint():
+    gateway = ApiGateway.objects.create(
+        api_name="Slash", target_base_endpoint="https://example.com/ws"
+    )
+    assert gateway.target_base_endpoint == "https://example.com/ws/"
