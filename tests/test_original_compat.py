@@ -985,3 +985,27 @@ def test_saving_a_gateway_adds_the_trailing_slash_to_its_endpoint():
         api_name="Slash", target_base_endpoint="https://example.com/ws"
     )
     assert gateway.target_base_endpoint == "https://example.com/ws/"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["registerLocalGateway", "--url=ws://127.0.0.1:9", "--api-id=loc", "--stage=bad stage"],
+        [
+            "registerLocalGateway",
+            "--url=ws://127.0.0.1:9",
+            "--api-id=loc",
+            "--stage=s",
+            "--name=a/b",
+        ],
+        ["runapigateway", "--stage=bad stage"],
+    ],
+)
+def test_local_gateway_commands_refuse_a_name_aws_would_refuse(argv):
+    """With ``save()`` validating names, a bad ``--stage`` or ``--name`` is a clear error."""
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="stage|name"):
+        call_command(*argv, stdout=StringIO(), stderr=StringIO())
+    assert not ApiGateway.objects.exists()
