@@ -1009,3 +1009,16 @@ def test_local_gateway_commands_refuse_a_name_aws_would_refuse(argv):
     with pytest.raises(CommandError, match="stage|name"):
         call_command(*argv, stdout=StringIO(), stderr=StringIO())
     assert not ApiGateway.objects.exists()
+
+
+@pytest.mark.django_db
+def test_token_admin_previews_the_token_under_the_original_name():
+    """A project's admin subclass may list ``token_preview``: it shows a part, never all."""
+    from django.contrib import admin as django_admin
+
+    user = get_user_model().objects.create_user("liam")
+    token = WebSocketToken.generate_token(user=user, session_key="k" * 32)
+    model_admin = django_admin.site._registry[WebSocketToken]
+    assert "token_preview" in model_admin.list_display
+    preview = model_admin.token_preview(token)
+    assert preview and token.token not in preview and preview[:4] == token.token[:4]
