@@ -84,6 +84,11 @@ def upgrade(apps: Any, schema_editor: Any) -> None:
             for index in model._meta.indexes:
                 if index.name not in existing:
                     schema_editor.add_index(model, index)
+            # Under our names, so later migrations can find them (the original's own unique
+            # index on the same columns stays: the data already satisfies both).
+            for constraint in model._meta.constraints:
+                if constraint.name not in existing:
+                    schema_editor.add_constraint(model, constraint)
 
 
 class Migration(migrations.Migration):
