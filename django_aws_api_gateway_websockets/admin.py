@@ -206,17 +206,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(WebSocketToken)
 class WebSocketTokenAdmin(ReadOnlyAdmin):
-    list_display = ("masked_token", "user", "origin", "created_at", "used")
+    list_display = ("token_preview", "user", "origin", "created_at", "used")
     list_filter = ("used",)
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return (user_lookup(),)
 
-    fields = ("masked_token", "user", "origin", "created_at", "used")
+    fields = ("token_preview", "user", "origin", "created_at", "used")
     readonly_fields = fields
 
-    @admin.display(description="token")
-    def masked_token(self, obj: WebSocketToken) -> str:
+    @admin.display(description="Token")
+    def token_preview(self, obj: WebSocketToken) -> str:
         return f"{obj.token[:6]}…{obj.token[-2:]}" if obj.token else ""
 
 

@@ -115,6 +115,11 @@ class ApiGateway(models.Model):
         return self.api_name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        """Names are checked here too (not only in forms), as the original package did, so code
+        creating rows cannot store a name AWS would refuse; saves of other fields skip it."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or {"api_name", "stage_name", "domain_name"} & set(update_fields):
+            self.clean()
         if self.target_base_endpoint and not self.target_base_endpoint.endswith("/"):
             self.target_base_endpoint += "/"
         super().save(*args, **kwargs)
@@ -376,7 +381,7 @@ class ConnectionRateLimit(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="websocket_connection_attempts",
+        related_name="connection_attempts",
     )
     attempt_time = models.DateTimeField(default=timezone.now, db_index=True)
     successful = models.BooleanField(default=False)

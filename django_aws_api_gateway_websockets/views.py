@@ -100,8 +100,8 @@ class WebSocketView(View):
 
     http_method_names = ["post"]
 
-    # Message handlers. None: "default", ADDITIONAL_ALLOWED_HANDLERS and the public methods the
-    # subclass defines itself.
+    # Message handlers. None (or empty): "default", ADDITIONAL_ALLOWED_HANDLERS and the public
+    # methods the subclasses define themselves.
     ALLOWED_HANDLERS: set[str] | frozenset[str] | list[str] | None = None
     ADDITIONAL_ALLOWED_HANDLERS: set[str] | frozenset[str] | list[str] = frozenset()
 
@@ -112,11 +112,15 @@ class WebSocketView(View):
     RATE_LIMIT_WINDOW_MINUTES: int | None = None
     MAX_BODY_SIZE = 128 * 1024
     CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
-    MAX_CHANNEL_NAME_LENGTH = 100
-    SEND_EXCEPTION_MAIL = False
+    MAX_CHANNEL_NAME_LENGTH = 191
+    # mail_admins when a handler raises (a no-op while ADMINS is empty).
+    SEND_EXCEPTION_MAIL = True
 
     handler_selection_key = "handler"
     route_selection_key = "action"
+    # ``as_view(debug=True)`` while developing: a refusal's log line also names the headers the
+    # request arrived with (names only), to see what a tunnel or proxy dropped.
+    debug = False
 
     # When set, only this API Gateway id may call the view.
     aws_api_gateway_id: str | None = None
@@ -172,6 +176,13 @@ class WebSocketView(View):
                 rejection.reason,
                 extra={"connection_id": self.connection_id_header(request), "route": route},
             )
+            if self.debug:
+                logger.warning(
+                    "WebSocket %s request arrived with headers: %s",
+                    route,
+                    ", ".join(sorted(request.headers.keys())),
+                    extra={"connection_id": self.connection_id_header(request), "route": route},
+                )
             return rejection.response
 
     def route_for(self, request: HttpRequest, kwargs: dict[str, Any]) -> str:
@@ -527,7 +538,7 @@ class WebSocketView(View):
     @classmethod
     def allowed_handler_names(cls) -> frozenset[str]:
         """Method names a message may select; lifecycle and framework methods never qualify."""
-        if cls.ALLOWED_HANDLERS is not None:
+        if cls.ALLOWED_HANDLERS:  # empty, as the original's default set(), is automatic too
             names = set(cls.ALLOWED_HANDLERS)
         else:
             names = {"default"}
@@ -550,8 +561,11 @@ class WebSocketView(View):
         )
 
     def _run_handler(self, handler: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        """Call a handler; one that returns nothing answers ``{}`` (handlers that only send,
+        as the original package's documentation writes them, end with ``return None``)."""
         try:
-            return handler(request, *args, **kwargs)
+            response = handler(request, *args, **kwargs)
+            return JsonResponse({}) if response is None else response
         except Exception:
             logger.exception(
                 "WebSocket handler %s failed",

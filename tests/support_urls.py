@@ -17,7 +17,7 @@ urlpatterns = [
     path("both/", include(routes(views.BothPermissionView))),
     path("checked/", include(routes(views.CheckedView))),
     path("refusing/", include(routes(views.RefusingConnectView))),
-    path("mailing/", include(routes(views.MailingView))),
+    path("quiet/", include(routes(views.QuietView))),
     path("small/", include(routes(views.SmallLimitView))),
     path("picky/", include(routes(views.PickyChannelView))),
     path("broken/", include(routes(views.BrokenHooksView))),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
@@ -58,6 +59,11 @@ class Command(BaseCommand):
             record = ApiGateway.register_local(api_id, name, stage, websocket_url, management_url)
         except IntegrityError:
             raise CommandError(f"Another gateway is named {name!r}: pass --name.") from None
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items()
+            )
+            raise CommandError(f"Not a name AWS accepts ({problems}).") from None
         page_url = AddWebSocketRouteToContextMixin().get_websocket_url()
         self.stdout.write(
             self.style.SUCCESS(f"Registered {record.api_name!r} (pk {record.pk}, api id {api_id}).")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from django_aws_api_gateway_websockets import aws
+from django_aws_api_gateway_websockets import aws, naming
 from django_aws_api_gateway_websockets.conf import websocket_setting
 from django_aws_api_gateway_websockets.local_gateway import (
     GatewayLimits,
@@ -75,6 +75,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
             raise CommandError("--idle-timeout and --max-duration must be positive.")
+        stage_problem = naming.stage_name_problem(options["stage"])
+        if stage_problem:
+            raise CommandError(f"--stage: {stage_problem}")
         site_stage = options["site_stage"]
         if site_stage and (not SLUG.fullmatch(site_stage) or site_stage == options["stage"]):
             raise CommandError(
