@@ -99,3 +99,21 @@ def test_restored_copies_do_not_jitter_in_lockstep():
 
     first, second = draws_in_children(restore=True)
     assert first != second
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_preload_still_leaves_nothing_live(monkeypatch, caplog):
+    """Lambda fails the version's publication if a before-snapshot hook raises: a project's
+    URLconf that cannot be resolved at init must cost speed only."""
+    from django.db import connection
+
+    def broken():
+        raise RuntimeError("URLconf exploded")
+
+    connection.ensure_connection()
+    monkeypatch.setattr(snapstart, "preload", broken)
+    snapstart.before_snapshot()
+
+    in_memory_sqlite = connection.vendor == "sqlite" and connection.is_in_memory_db()
+    assert connection.connection is None or in_memory_sqlite
+    assert any("Preloading" in record.getMessage() for record in caplog.records)

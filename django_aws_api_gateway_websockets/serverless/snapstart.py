@@ -36,8 +36,11 @@ _registered = False
 
 def before_snapshot() -> None:
     """Load what the first events would load, then close and forget everything a restored
-    copy must not share."""
-    preload()
+    copy must not share. A failed preload only costs speed: it never stops the snapshot."""
+    try:
+        preload()
+    except Exception:
+        logger.warning("Preloading before the SnapStart snapshot failed", exc_info=True)
     from django.db import connections
 
     connections.close_all()
