@@ -41,6 +41,14 @@ def _shape_like_original(executor: MigrationExecutor) -> None:
         ),
         migrations.AlterField("apigateway", "stage_name", models.CharField(max_length=63)),
         migrations.AlterField("apigatewayadditionalroute", "name", models.CharField(max_length=63)),
+        # Narrower than our TextField: on SQLite its widening rebuilds the table, which must
+        # not meet the NULLs of target_base_endpoint.
+        migrations.AlterField("apigateway", "api_description", models.CharField(max_length=255)),
+        # What the original's later releases (0012-0014) add: NOT NULL, no database default,
+        # unknown to our models, so every INSERT of ours would fail.
+        migrations.AddField(
+            "websocketsession", "auth_hash", models.CharField(max_length=64, default="")
+        ),
         migrations.RemoveField("apigateway", "lambda_function_arn"),
         migrations.RemoveField("apigateway", "management_endpoint_url"),
     ]
@@ -78,6 +86,11 @@ def test_migrate_upgrades_a_database_the_original_package_created():
             api_gateway=gateway, name="n" * 128, route_key="chat"
         )
         assert ApiGatewayAdditionalRoute.objects.get(pk=route.pk).name == "n" * 128
+        gateway.api_description = "d" * 1000
+        gateway.save(update_fields=["api_description"])
+        from django_aws_api_gateway_websockets.models import WebSocketSession
+
+        WebSocketSession.objects.create(connection_id="after-upgrade", api_gateway=gateway)
         with connection.cursor() as cursor:
             columns = {
                 info.name: info

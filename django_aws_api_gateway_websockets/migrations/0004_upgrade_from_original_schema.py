@@ -57,38 +57,65 @@ def upgrade(apps: Any, schema_editor: Any) -> None:
     connection = schema_editor.connection
     with connection.cursor() as cursor:
         tables = set(connection.introspection.table_names(cursor))
-        for model in apps.get_app_config(APP_LABEL).get_models():
-            table = model._meta.db_table
-            if table not in tables:
-                continue
-            with connection.cursor() as cursor:
-                shape = _column_shape(connection, cursor, table)
-            for field in model._meta.local_concrete_fields:
-                if field.column not in shape:
-                    schema_editor.add_field(model, field)
-                    continue
-                field_type, size, null = shape[field.column]
-                if field_type not in TEXT_TYPES or not isinstance(
-                    field, models.CharField | models.TextField
-                ):
-                    continue
-                if not _needs_change(field, field_type, size, null):
-                    continue
-                if null and not field.null:
+    for model in apps.get_app_config(APP_LABEL).get_models():
+        table = model._meta.db_table
+        if table not in tables:
+            continue
+        with connection.cursor() as cursor:
+            shape = _column_shape(connection, cursor, table)
+        fields = model._meta.local_concrete_fields
+        # First the rows: on SQLite any alteration rebuilds the whole table under the new
+        # definition, so a NULL left in a column about to be NOT NULL would abort it.
+        for field in fields:
+            if field.column in shape and shape[field.column][2] and not field.null:
+                if isinstance(field, models.CharField | models.TextField):
                     model._base_manager.filter(**{f"{field.name}__isnull": True}).update(
                         **{field.name: ""}
                     )
+        for field in fields:
+            if field.column not in shape:
+                schema_editor.add_field(model, field)
+                continue
+            field_type, size, null = shape[field.column]
+            if field_type not in TEXT_TYPES or not isinstance(
+                field, models.CharField | models.TextField
+            ):
+                continue
+            if _needs_change(field, field_type, size, null):
                 schema_editor.alter_field(model, _old_field(field, field_type, size, null), field)
-            with connection.cursor() as cursor:
-                existing = set(connection.introspection.get_constraints(cursor, table))
-            for index in model._meta.indexes:
-                if index.name not in existing:
-                    schema_editor.add_index(model, index)
-            # Under our names, so later migrations can find them (the original's own unique
-            # index on the same columns stays: the data already satisfies both).
-            for constraint in model._meta.constraints:
-                if constraint.name not in existing:
-                    schema_editor.add_constraint(model, constraint)
+        with connection.cursor() as cursor:
+            # After the loop, so that a rebuild finds every column of the model in place.
+            _release_unknown_columns(schema_editor, model, _column_shape(connection, cursor, table))
+        with connection.cursor() as cursor:
+            existing = set(connection.introspection.get_constraints(cursor, table))
+        for index in model._meta.indexes:
+            if index.name not in existing:
+                schema_editor.add_index(model, index)
+        # Under our names, so later migrations can find them (the original's own unique
+        # index on the same columns stays: the data already satisfies both).
+        for constraint in model._meta.constraints:
+            if constraint.name not in existing:
+                schema_editor.add_constraint(model, constraint)
+
+
+def _release_unknown_columns(
+    schema_editor: Any, model: Any, shape: dict[str, tuple[str, int | None, bool]]
+) -> None:
+    """Columns of later original releases that this library does not have (provisioning
+    status, hashes...) are NOT NULL without a default: every INSERT of ours would fail.
+    PostgreSQL makes them nullable, keeping their values. SQLite cannot: the table is rebuilt
+    from the model (Django's own way of altering a SQLite table), which leaves them out."""
+    known = {field.column for field in model._meta.local_concrete_fields}
+    blocking = [column for column, (_, _, null) in shape.items() if column not in known and not null]
+    if not blocking:
+        return
+    if schema_editor.connection.vendor == "postgresql":
+        table = schema_editor.quote_name(model._meta.db_table)
+        for column in blocking:
+            name = schema_editor.quote_name(column)
+            schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN {name} DROP NOT NULL")
+    else:
+        schema_editor._remake_table(model)
 
 
 class Migration(migrations.Migration):
