@@ -10,6 +10,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import sys
+import threading
+import time
 from typing import Any
 
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
@@ -48,6 +51,23 @@ from .request_checks import (
 )
 
 logger = logging.getLogger(__name__)
+
+# (view class, exception type) -> when its last error mail went out (time.monotonic()).
+_LAST_MAIL: dict[tuple[type, type | None], float] = {}
+_LAST_MAIL_LOCK = threading.Lock()
+
+
+def _mail_due(view_class: type, error_type: type | None, view: Any) -> bool:
+    """Whether this kind of failure may be mailed now (and note that it was)."""
+    now = time.monotonic()
+    key = (view_class, error_type)
+    with _LAST_MAIL_LOCK:
+        last = _LAST_MAIL.get(key)
+        if last is not None and now - last < float(view.EXCEPTION_MAIL_INTERVAL):
+            return False
+        _LAST_MAIL[key] = now
+        return True
+
 
 # The statements of every message and disconnect, compiled to SQL once per database: compiling
 # them cost more than running them (see prepared.py and bench/event_latency.py).
@@ -113,8 +133,11 @@ class WebSocketView(View):
     MAX_BODY_SIZE = 128 * 1024
     CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
     MAX_CHANNEL_NAME_LENGTH = 191
-    # mail_admins when a handler raises (a no-op while ADMINS is empty).
+    # mail_admins when a handler raises (a no-op while ADMINS is empty), at most once per
+    # view class and exception type every EXCEPTION_MAIL_INTERVAL seconds: a client sending
+    # frames that fail must not be able to flood the admins' mailbox.
     SEND_EXCEPTION_MAIL = True
+    EXCEPTION_MAIL_INTERVAL = 60
 
     handler_selection_key = "handler"
     route_selection_key = "action"
@@ -572,7 +595,7 @@ class WebSocketView(View):
                 getattr(handler, "__name__", handler),
                 extra={"connection_id": self.connection_id_header(request)},
             )
-            if self.SEND_EXCEPTION_MAIL:
+            if self.SEND_EXCEPTION_MAIL and _mail_due(type(self), sys.exc_info()[0], self):
                 mail_admins(
                     "WebSocket handler error",
                     f"Handler {getattr(handler, '__name__', handler)} raised; see the logs for "

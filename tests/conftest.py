@@ -79,3 +79,11 @@ def no_real_aws(monkeypatch, request):
     yield
     if attempts:
         pytest.fail(f"{request.node.nodeid} tried to reach real AWS: {attempts}")
+
+
+@pytest.fixture(autouse=True)
+def fresh_exception_mail_interval():
+    """Each test starts with no error mail sent yet (the interval is per process)."""
+    from django_aws_api_gateway_websockets import views
+
+    views._LAST_MAIL.clear()

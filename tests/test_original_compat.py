@@ -251,6 +251,29 @@ def test_a_failing_handler_mails_the_admins_by_default(api_gateway, websocket_se
 
 @compat_urls
 @pytest.mark.django_db
+def test_a_client_repeating_a_failing_frame_cannot_flood_the_admins(
+    api_gateway, websocket_session, settings, monkeypatch
+):
+    """One mail per view class and exception type per EXCEPTION_MAIL_INTERVAL (60 s)."""
+    from django_aws_api_gateway_websockets import views
+
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    client = Client()
+    for _ in range(25):
+        response = _send(
+            client, {"action": "explode"}, route="explode", connection_id="connection-1"
+        )
+        assert response.status_code == 500
+    assert len(mail.outbox) == 1
+
+    clock = views.time.monotonic() + 61
+    monkeypatch.setattr(views.time, "monotonic", lambda: clock)
+    _send(client, {"action": "explode"}, route="explode", connection_id="connection-1")
+    assert len(mail.outbox) == 2
+
+
+@compat_urls
+@pytest.mark.django_db
 def test_allowed_handlers_limit_what_a_client_may_call(api_gateway, websocket_session):
     client = Client()
     listed = _send(
