@@ -117,3 +117,16 @@ def test_a_failing_preload_still_leaves_nothing_live(monkeypatch, caplog):
     in_memory_sqlite = connection.vendor == "sqlite" and connection.is_in_memory_db()
     assert connection.connection is None or in_memory_sqlite
     assert any("Preloading" in record.getMessage() for record in caplog.records)
+
+
+def test_preloading_compiles_djangos_lazily_compiled_patterns():
+    """Host validation's pattern is compiled on a process's first request; a restored copy
+    must find it compiled in the snapshot."""
+    from django.http import request as http_request
+    from django.utils.functional import empty
+
+    http_request.host_validation_re._wrapped = empty  # as in a process before any request
+    snapstart.preload()
+
+    compiled = object.__getattribute__(http_request.host_validation_re, "_wrapped")
+    assert compiled is not empty and compiled.match("example.com")

@@ -90,7 +90,8 @@ class SignatureCheck:
             return Refusal(
                 UNRECOGNIZED,
                 UNRECOGNIZED_MESSAGE,
-                f"access key {access_key!r} is not the project's ({expected.access_key!r})",
+                f"access key {_masked(access_key)} is not the project's "
+                f"({_masked(expected.access_key)})",
             )
         if (request.header("X-Amz-Security-Token") or None) != (expected.token or None):
             return Refusal(UNRECOGNIZED, UNRECOGNIZED_MESSAGE, "session token differs")
@@ -181,3 +182,8 @@ def _invalid(message: str, detail: str = "") -> Refusal:
 
 def _stamp(moment: float) -> str:
     return time.strftime(AMZ_DATE, time.gmtime(moment))
+
+
+def _masked(access_key: str) -> str:
+    """Enough of an access key id to tell two apart in a log line, not the whole id."""
+    return f"{access_key[:4]}…{access_key[-2:]}" if len(access_key) > 8 else "…"

@@ -20,6 +20,7 @@ import importlib
 import logging
 import random
 import sys
+import types
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,10 @@ def _compile_lazy_patterns() -> None:
     from django.utils.functional import SimpleLazyObject, empty
 
     for module in list(sys.modules.values()):
-        for value in list(getattr(module, "__dict__", {}).values()):
+        # Real modules only (a LazyLoader's module would run on being read), Django's only.
+        if type(module) is not types.ModuleType or not module.__name__.startswith("django"):
+            continue
+        for value in list(vars(module).values()):
             # type(), not isinstance(): a lazy object answers __class__ by evaluating itself.
             if type(value) is not SimpleLazyObject:
                 continue
