@@ -315,13 +315,31 @@ class TestMalformed:
 
 
 class TestSetUp:
-    def test_setup_objects_are_frozen_and_collection_resumes(self, settings):
+    def test_a_cold_start_freezes_what_set_up_made_and_collection_resumes(self):
         """Set-up runs without cyclic collection and freezes what it made; afterwards the
         collector must be back on, or a warm container would never collect cycles."""
+        import subprocess
+        import sys
+
+        code = (
+            "import gc, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'\n"
+            "from django_aws_api_gateway_websockets.serverless import make_lambda_handler\n"
+            "assert gc.get_freeze_count() == 0\n"
+            "make_lambda_handler('tests.settings')\n"
+            "print(gc.get_freeze_count() > 0, gc.isenabled())"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split() == ["True", "True"]
+
+    def test_a_process_that_had_set_django_up_keeps_its_objects_collectable(self, settings):
+        """A test run or a command builds handlers after set-up: freezing its whole heap
+        would keep every test's garbage alive for the rest of the session."""
         gc.unfreeze()
-        assert gc.get_freeze_count() == 0
         make_lambda_handler()
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0
         assert gc.isenabled()
 
     def test_a_caller_that_disabled_collection_keeps_it_disabled(self, settings):

@@ -49,6 +49,11 @@ def make_lambda_handler(
     # the cyclic collector would walk it again and again: ~30 ms during django.setup() and a
     # ~40 ms full collection in the first event. Collect nothing while setting up, then move
     # it all out of the collector's sight (gc.freeze) and collect as usual from there.
+    # Only in a cold start: a process that had set Django up already (a test run, a command)
+    # keeps its own objects in the collector's sight.
+    from django.apps import apps
+
+    cold = not apps.ready
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -60,7 +65,8 @@ def make_lambda_handler(
 
         handler = misconfigured_handler(error)
     finally:
-        gc.freeze()
+        if cold:
+            gc.freeze()
         if collecting:
             gc.enable()
     # With SnapStart, the init just done is snapshotted: nothing live may go into it.
