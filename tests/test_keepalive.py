@@ -138,3 +138,18 @@ def test_a_views_own_ping_handler_wins(client, websocket_session):
     assert response.json() == {"type": "own-pong"}
     websocket_session.refresh_from_db()
     assert websocket_session.request_count == 1  # an ordinary handler, counted as before
+
+
+# ----------------------------------------------------------------- runapigateway's setting
+
+
+@pytest.mark.parametrize(
+    ("configured", "message"),
+    [("soon", "must be a number of seconds, not 'soon'"), (0, "must be positive")],
+)
+def test_runapigateway_refuses_a_bad_idle_timeout_setting(settings, configured, message):
+    from django.core.management import CommandError, call_command
+
+    settings.WEBSOCKETS = {"local_gateway_idle_timeout": configured}
+    with pytest.raises(CommandError, match=message):
+        call_command("runapigateway", "--port", "0")
