@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # runapigateway verifies the SigV4 signature of @connections requests as AWS does (the
     # project's credentials, service execute-api, its region); False accepts any request.
     "local_gateway_verify_signature": True,
+    # Seconds runapigateway keeps a socket that receives nothing from its client before closing
+    # it with 1001 "Going away", as API Gateway does after 10 minutes (--idle-timeout wins).
+    "local_gateway_idle_timeout": 600.0,
 }
 
 

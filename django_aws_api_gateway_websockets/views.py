@@ -86,6 +86,10 @@ DISCONNECT = "disconnect"
 MESSAGE = "message"
 INTEGRATION_SECRET_HEADER = "X-Websocket-Integration-Secret"
 EVENT_TYPE_ROUTES = {"CONNECT": CONNECT, "DISCONNECT": DISCONNECT, "MESSAGE": MESSAGE}
+# The JS client's keepalive: API Gateway closes a connection that carries no message from the
+# client for 10 minutes. Answered by the library itself, with no database write.
+KEEPALIVE_ACTION = "ping"
+PONG = {"type": "pong"}
 
 
 class Rejection(Exception):
@@ -510,6 +514,10 @@ class WebSocketView(View):
         if session.user is not None and not session.user.is_active:
             raise Rejection(error_response("Forbidden", 403), "user deactivated")
         self._check_permissions(request)
+        if self._is_keepalive():
+            # Every check above still applied (and API Gateway's throttling counts it as any
+            # message); only the request_count UPDATE is skipped, so an idle tab costs one read.
+            return JsonResponse(PONG)
         handler = self._select_handler(request)
         count_request(session.connection_id)
         return self._run_handler(handler, request, *args, **kwargs)
@@ -546,6 +554,15 @@ class WebSocketView(View):
         self.api_gateway = session.api_gateway
         # Messages carry no cookies over Lambda: the user is the one who connected.
         request.user = session.user or request_user_or_anonymous(request)
+
+    def _is_keepalive(self) -> bool:
+        """``{"action": "ping"}`` with no handler key, on a view without its own ``ping``
+        handler (a project's handler of that name keeps its messages)."""
+        return (
+            self.body.get(self.route_selection_key) == KEEPALIVE_ACTION
+            and self.handler_selection_key not in self.body
+            and KEEPALIVE_ACTION not in self.allowed_handler_names()
+        )
 
     def _select_handler(self, request: HttpRequest) -> Any:
         keys = (self.handler_selection_key, self.route_selection_key)

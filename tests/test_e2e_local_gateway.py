@@ -187,14 +187,71 @@ def test_message_under_128_kib_in_frames_is_delivered(gateway, alice):
         assert receive(socket, "history")["room"] == "general"
 
 
+def session_connected(gateway, connection_id):
+    rows = gateway.query(
+        "SELECT connected FROM django_aws_api_gateway_websockets_websocketsession "
+        "WHERE connection_id = %s",
+        connection_id,
+    )
+    return rows[0][0] in (True, 1)
+
+
+def wait_until(condition, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def test_idle_connections_are_closed(gateway, alice):
     with open_socket(gateway, alice) as socket:
+        connection_id = connection_id_of(gateway, "alice")
         started = time.monotonic()
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 socket.recv(timeout=IDLE_TIMEOUT + 5)
-    assert closed.value.rcvd.code == 1001
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "Going away")
     assert IDLE_TIMEOUT - 1 <= time.monotonic() - started <= IDLE_TIMEOUT + 4
+    wait_until(lambda: not session_connected(gateway, connection_id))  # its $disconnect ran
+
+
+def test_a_pinging_connection_outlives_the_idle_timeout(gateway, alice):
+    """What the JS client's keepalive does, at a tempo fitted to the short timeout."""
+    with open_socket(gateway, alice) as socket:
+        connection_id = connection_id_of(gateway, "alice")
+        opened = time.monotonic()
+        while time.monotonic() - opened < 2.5 * IDLE_TIMEOUT:
+            socket.send(json.dumps({"action": "ping"}))
+            assert receive(socket, "pong") == {"type": "pong"}
+            time.sleep(IDLE_TIMEOUT / 3)
+        # Still open well past the timeout: it still carries messages both ways.
+        socket.send(json.dumps({"action": "fetch_history"}))
+        assert receive(socket, "history")["room"] == "general"
+        assert session_connected(gateway, connection_id)
+        request_count = gateway.query(
+            "SELECT request_count FROM django_aws_api_gateway_websockets_websocketsession "
+            "WHERE connection_id = %s",
+            connection_id,
+        )
+        assert request_count == [(1,)]  # the pings were free; fetch_history counted
+
+
+def test_idle_timeout_from_the_setting(tmp_path, bob):
+    """``WEBSOCKETS_LOCAL_GATEWAY_IDLE_TIMEOUT`` (the example project's env pattern) with no
+    ``--idle-timeout`` flag."""
+    with e2e_database(tmp_path) as database_url:
+        process = GatewayProcess(database_url, env={"WEBSOCKETS_LOCAL_GATEWAY_IDLE_TIMEOUT": "1.5"})
+        try:
+            browser = Browser(process.base_url).login("bob")
+            with open_socket(process, browser) as socket:
+                started = time.monotonic()
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        socket.recv(timeout=10)
+            assert closed.value.rcvd.code == 1001
+            assert time.monotonic() - started < 5
+        finally:
+            process.stop()
 
 
 def test_ctrl_c_closes_sockets_and_runs_disconnect(tmp_path, bob):

@@ -37,6 +37,7 @@ CHOSEN = {
     "websocket_path": ("/ws/", "/ws/"),
     "integration_secret": ("s3cret", "s3cret"),
     "local_gateway_verify_signature": ("off", False),
+    "local_gateway_idle_timeout": ("2.5", 2.5),
 }
 
 

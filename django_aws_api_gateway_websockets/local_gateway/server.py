@@ -402,11 +402,18 @@ class LocalApiGateway:
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=timeout)
                 except TimeoutError:  # an OSError too: before the clause below
-                    idle = time.monotonic() < deadline
-                    await connection.close(
-                        int(CloseCode.GOING_AWAY),
-                        "Idle timeout" if idle else "Connection duration limit",
-                    )
+                    if time.monotonic() < deadline:
+                        # API Gateway's own words for its 10-minute idle close.
+                        logger.info(
+                            "Connection %s sent nothing for %g s: closed (1001)",
+                            connection.info.connection_id,
+                            self.limits.idle_timeout,
+                        )
+                        await connection.close(int(CloseCode.GOING_AWAY), "Going away")
+                    else:
+                        await connection.close(
+                            int(CloseCode.GOING_AWAY), "Connection duration limit"
+                        )
                     break
                 except OSError as error:
                     if not client_went_away(error):

@@ -80,6 +80,8 @@ function makeFetch(responses = null) {
 function makeTimers() {
   const pending = new Map();
   const delays = [];
+  const intervals = new Map();
+  const intervalDelays = [];
   let nextId = 1;
   return {
     pending,
@@ -91,6 +93,19 @@ function makeTimers() {
       return id;
     }),
     clearTimeout: mock.fn((id) => pending.delete(id)),
+    // Intervals apart: the keepalive must not show up among the reconnect timers.
+    intervals,
+    intervalDelays,
+    setInterval: mock.fn((callback, delay) => {
+      const id = nextId++;
+      intervals.set(id, callback);
+      intervalDelays.push(delay);
+      return id;
+    }),
+    clearInterval: mock.fn((id) => intervals.delete(id)),
+    tick() {
+      for (const callback of [...intervals.values()]) callback();
+    },
     fireNext() {
       assert.ok(pending.size > 0, "expected a pending timer");
       const [id, callback] = pending.entries().next().value;
@@ -117,6 +132,8 @@ function setup(options = {}) {
     random: () => 0.5,
     setTimeout: timers.setTimeout,
     clearTimeout: timers.clearTimeout,
+    setInterval: timers.setInterval,
+    clearInterval: timers.clearInterval,
     logger,
     ...options,
   });
@@ -643,6 +660,93 @@ describe("close", () => {
     await flush();
     assert.equal(env.sockets.length, 0);
     assert.equal(env.client.state, "stopped");
+  });
+});
+
+describe("keepalive", () => {
+  const pings = (socket) => socket.sent.filter((data) => JSON.parse(data).action === "ping").length;
+
+  test("pings every 300 s by default while open, under API Gateway's 10-minute idle timeout", async () => {
+    const env = setup();
+    const socket = await connectOpen(env);
+    assert.deepEqual(env.timers.intervalDelays, [300000]);
+    assert.equal(pings(socket), 0, "no ping before the interval is up");
+    env.timers.tick();
+    assert.deepEqual(socket.sent, ['{"action":"ping"}']);
+    env.timers.tick();
+    assert.equal(pings(socket), 2);
+  });
+
+  test("keepaliveSeconds sets the interval; 0 turns it off", async () => {
+    const every = setup({ keepaliveSeconds: 42 });
+    await connectOpen(every);
+    assert.deepEqual(every.timers.intervalDelays, [42000]);
+
+    const off = setup({ keepaliveSeconds: 0 });
+    const socket = await connectOpen(off);
+    assert.equal(off.timers.setInterval.mock.callCount(), 0);
+    off.timers.tick();
+    assert.deepEqual(socket.sent, []);
+  });
+
+  test("a keepaliveSeconds that is not a number >= 0 is a clear TypeError", () => {
+    for (const keepaliveSeconds of [-1, "300", Number.NaN, Number.POSITIVE_INFINITY, null]) {
+      assert.throws(() => setup({ keepaliveSeconds }), /keepaliveSeconds/);
+    }
+  });
+
+  test("stops when the connection drops and starts again on the reconnected socket", async () => {
+    const env = setup();
+    const first = await connectOpen(env);
+    first.simulateClose(1001); // API Gateway's idle or 2-hour limit
+    assert.equal(env.timers.intervals.size, 0, "no ping timer while there is no socket");
+    env.timers.fireNext(); // the reconnect
+    await flush();
+    const second = env.lastSocket();
+    second.simulateOpen();
+    assert.equal(env.timers.intervals.size, 1, "exactly one ping timer, for the new socket");
+    env.timers.tick();
+    assert.equal(pings(first), 0);
+    assert.equal(pings(second), 1);
+  });
+
+  test("close() and changeChannel() leave no ping timer behind", async () => {
+    const env = setup();
+    await connectOpen(env);
+    env.client.changeChannel("other");
+    assert.equal(env.timers.intervals.size, 0);
+    await flush();
+    env.lastSocket().simulateOpen();
+    assert.equal(env.timers.intervals.size, 1);
+    env.client.close();
+    assert.equal(env.timers.intervals.size, 0);
+  });
+
+  test("never pings a socket that is closing", async () => {
+    const env = setup();
+    const socket = await connectOpen(env);
+    socket.readyState = env.FakeWebSocket.CLOSING; // the close event has not come yet
+    env.timers.tick();
+    assert.deepEqual(socket.sent, []);
+  });
+
+  test("pongs are not surfaced as messages, not even to '*'", async () => {
+    const env = setup();
+    const socket = await connectOpen(env);
+    const seen = [];
+    env.client.on("*", (message) => seen.push(message));
+    env.client.on("pong", (message) => seen.push(message));
+    socket.simulateMessage({ type: "pong" });
+    socket.simulateMessage({ type: "chat_message", message: "hi" });
+    assert.deepEqual(seen, [{ type: "chat_message", message: "hi" }]);
+    assert.equal(env.logger.warn.mock.callCount(), 0);
+  });
+
+  test("the ping interval does not keep a Node process alive (unref, when the timer has it)", async () => {
+    const handle = { unref: mock.fn() };
+    const env = setup({ setInterval: () => handle, clearInterval: mock.fn() });
+    await connectOpen(env);
+    assert.equal(handle.unref.mock.callCount(), 1);
   });
 });
 

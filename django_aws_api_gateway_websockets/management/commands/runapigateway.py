@@ -50,7 +50,13 @@ class Command(BaseCommand):
             default="",
             help="Serve the site under /SITE_STAGE/, as zappa's REST API URL does (e.g. dev).",
         )
-        parser.add_argument("--idle-timeout", type=float, default=600, help="Seconds (AWS: 600).")
+        parser.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=None,
+            help="Seconds without a frame from the client before its socket is closed with 1001 "
+            "(AWS: 600); also WEBSOCKETS['local_gateway_idle_timeout'].",
+        )
         parser.add_argument("--max-duration", type=float, default=7200, help="Seconds (AWS: 7200).")
         parser.add_argument("--workers", type=int, default=8, help="Concurrent invocations.")
         parser.add_argument(
@@ -73,6 +79,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["idle_timeout"] is None:
+            options["idle_timeout"] = idle_timeout_setting()
         if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
             raise CommandError("--idle-timeout and --max-duration must be positive.")
         stage_problem = naming.stage_name_problem(options["stage"])
@@ -134,6 +142,17 @@ class Command(BaseCommand):
         self.stdout.write("Stopping: closing connections (each gets its $disconnect)...")
         await gateway.stop()
         self.stdout.write("Stopped.")
+
+
+def idle_timeout_setting() -> float:
+    """``WEBSOCKETS["local_gateway_idle_timeout"]`` as seconds; a clear error if it is not."""
+    value = websocket_setting("local_gateway_idle_timeout")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CommandError(
+            f"WEBSOCKETS['local_gateway_idle_timeout'] must be a number of seconds, not {value!r}."
+        ) from None
 
 
 def signature_check(options: dict[str, Any]) -> SignatureCheck | None:

@@ -19,6 +19,11 @@
 // the same code runs under Node's test runner, which has no WebSocket.
 
 const OPEN = 1; // WebSocket.OPEN; the number is fixed by the WHATWG spec
+// API Gateway closes a connection its client sent nothing on for 10 minutes
+// (1001 "Going away"); browsers cannot send ping frames, so a tiny message the
+// library's view answers without a database write keeps it open.
+const PING = JSON.stringify({ action: "ping" });
+const PONG_TYPE = "pong";
 
 /** Raised instead of silently dropping a message or a connection attempt. */
 export class SocketClosedError extends Error {
@@ -92,12 +97,16 @@ export class WebSocketClient {
   #backoff;
   #setTimeout;
   #clearTimeout;
+  #setInterval;
+  #clearInterval;
+  #keepaliveMs;
   #logger;
 
   #state = "closed";
   #socket = null;
   #attempt = 0; // consecutive failed reconnects; drives the backoff
   #timer = null; // pending reconnect
+  #keepalive = null; // ping interval of the open socket
   #pending = null; // promise of the connection attempt in flight
   #abortPending = null; // rejects that promise when we abandon the attempt
   // Bumped whenever we abandon a socket or attempt on purpose. Callbacks from an
@@ -122,11 +131,17 @@ export class WebSocketClient {
     random = Math.random,
     setTimeout = globalThis.setTimeout,
     clearTimeout = globalThis.clearTimeout,
+    setInterval = globalThis.setInterval,
+    clearInterval = globalThis.clearInterval,
+    keepaliveSeconds = 300,
     logger = console,
   } = {}) {
     if (!url) throw new TypeError("WebSocketClient needs the API Gateway `url` (wss://…)");
     if (typeof WebSocket !== "function") {
       throw new TypeError("No WebSocket implementation: pass one as the `WebSocket` option");
+    }
+    if (typeof keepaliveSeconds !== "number" || !(keepaliveSeconds >= 0) || keepaliveSeconds === Infinity) {
+      throw new TypeError("`keepaliveSeconds` must be a number of seconds >= 0 (0 turns the keepalive off)");
     }
     this.#url = url;
     this.#tokenUrl = tokenUrl;
@@ -137,6 +152,9 @@ export class WebSocketClient {
     this.#fetch = (...args) => fetch(...args);
     this.#setTimeout = (...args) => setTimeout(...args);
     this.#clearTimeout = (...args) => clearTimeout(...args);
+    this.#setInterval = (...args) => setInterval(...args);
+    this.#clearInterval = (...args) => clearInterval(...args);
+    this.#keepaliveMs = keepaliveSeconds * 1000;
     this.#getCsrfToken = getCsrfToken;
     this.#backoff = { baseDelay, maxDelay, factor, jitter, random };
     this.#logger = logger;
@@ -210,6 +228,7 @@ export class WebSocketClient {
     this.#generation++;
     if (this.#timer !== null) this.#clearTimeout(this.#timer);
     this.#timer = null;
+    this.#stopKeepalive();
     this.#socket?.close(1000, reason);
     this.#socket = null;
     this.#abortPending?.(new SocketClosedError(reason));
@@ -238,6 +257,7 @@ export class WebSocketClient {
             opened = true;
             this.#attempt = 0;
             this.#abortPending = null;
+            this.#startKeepalive(socket);
             this.#setState("open");
             resolve();
           };
@@ -247,6 +267,7 @@ export class WebSocketClient {
           socket.onclose = (event) => {
             if (!current()) return; // a socket we closed ourselves
             this.#socket = null;
+            this.#stopKeepalive();
             if (opened) {
               this.#scheduleReconnect(`connection lost (code ${event.code})`);
             } else {
@@ -274,6 +295,23 @@ export class WebSocketClient {
       },
     );
     return attempt;
+  }
+
+  // A ping every keepaliveSeconds while `socket` is open: well inside API
+  // Gateway's idle timeout, and one cheap read on the server.
+  #startKeepalive(socket) {
+    this.#stopKeepalive();
+    if (this.#keepaliveMs === 0) return;
+    this.#keepalive = this.#setInterval(() => {
+      if (socket === this.#socket && socket.readyState === OPEN) socket.send(PING);
+    }, this.#keepaliveMs);
+    // Node (tests, scripts): the interval alone must not keep the process alive.
+    this.#keepalive?.unref?.();
+  }
+
+  #stopKeepalive() {
+    if (this.#keepalive !== null) this.#clearInterval(this.#keepalive);
+    this.#keepalive = null;
   }
 
   #scheduleReconnect(why) {
@@ -325,6 +363,8 @@ export class WebSocketClient {
       this.#logger.warn("Ignoring WebSocket message that is not a JSON object:", data);
       return;
     }
+    // The answer to our keepalive ping is not the page's business.
+    if (message.type === PONG_TYPE) return;
     // Some server replies are a bare {"error": "..."}; let "error" handlers see them.
     const type = typeof message.type === "string" ? message.type : "error" in message ? "error" : null;
     const targets = type !== null && type !== "*" ? [type, "*"] : ["*"];
