@@ -263,6 +263,8 @@ class WebSocketSession(models.Model):
         ApiGateway, null=True, blank=True, on_delete=models.CASCADE, related_name="sessions"
     )
     request_count = models.PositiveIntegerField(default=0)
+    # Joins and leaves of this connection are announced to its channel (the view's PRESENCE).
+    presence = models.BooleanField(default=False)
     created_on = models.DateTimeField(auto_now_add=True)
     updated_on = models.DateTimeField(auto_now=True)
 
@@ -279,6 +281,29 @@ class WebSocketSession(models.Model):
         """Send ``data`` as JSON to this connection and return the ``post_to_connection``
         response, or None when the connection is gone (it is then marked disconnected)."""
         return _sending().send_to_session(self, data)
+
+
+class ChannelMessage(models.Model):
+    """One stored broadcast of a channel, kept for replay to clients that reconnect.
+
+    ``seq`` numbers a channel's broadcasts 1, 2, 3...; ``payload`` is the message as JSON
+    text without its ``seq`` (added when it is sent). The clean-up trims old rows by count
+    and age but always keeps a channel's newest, so numbering never starts over.
+    """
+
+    channel_name = models.CharField(max_length=255)
+    seq = models.PositiveBigIntegerField()
+    payload = models.TextField()
+    created_on = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "channel message"
+        constraints = [
+            models.UniqueConstraint(fields=["channel_name", "seq"], name="ws_channel_message_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_name} #{self.seq}"
 
 
 class WebSocketToken(models.Model):
