@@ -4,7 +4,8 @@
 // resulting Lambda events. So Django cannot read the session from the socket
 // itself: before EVERY connect the client POSTs to a Django view for a
 // single-use token and puts it in the connect URL. The rest of this module is
-// about keeping that promise through reconnects and channel changes.
+// about keeping that promise through reconnects and channel changes, and about
+// showing every message of a channel once and in order across them (replay).
 //
 // No dependencies and no build step:
 //   <script type="module">
@@ -24,6 +25,15 @@ const OPEN = 1; // WebSocket.OPEN; the number is fixed by the WHATWG spec
 // library's view answers without a database write keeps it open.
 const PING = JSON.stringify({ action: "ping" });
 const PONG_TYPE = "pong";
+// Messages of the library's own wire format (docs/reliable_delivery.md), never shown as they come.
+const PART_TYPE = "part";
+const REPLAY_TYPE = "replay";
+const GAP_TYPE = "gap";
+const REPLAY_DONE_TYPE = "replay_done";
+// A large message's parts come on one connection, one right after the other: 30 s is a dead set.
+const PART_EXPIRY_MS = 30000;
+// API Gateway refuses a client message over 128 KiB (and closes the socket with 1009).
+const DEFAULT_MAX_MESSAGE_BYTES = 131072;
 
 /** Raised instead of silently dropping a message or a connection attempt. */
 export class SocketClosedError extends Error {
@@ -58,6 +68,21 @@ export class TokenRequestError extends Error {
   }
 }
 
+/**
+ * send() refused a payload whose JSON is over `maxMessageBytes` (UTF-8 bytes):
+ * API Gateway would drop the connection for it, so nothing was sent. Retrying
+ * will not help, hence a RangeError rather than a SocketClosedError.
+ */
+export class MessageTooLargeError extends RangeError {
+  name = "MessageTooLargeError";
+
+  constructor(message, bytes, limit) {
+    super(message);
+    this.bytes = bytes;
+    this.limit = limit;
+  }
+}
+
 /** Value of cookie `name`, or null. Django's CSRF cookie is read this way. */
 export function readCookie(name, cookieString = globalThis.document?.cookie ?? "") {
   for (const pair of cookieString.split(";")) {
@@ -87,6 +112,241 @@ export function backoffDelay(
   return delay * (1 - jitter * random());
 }
 
+// A position in a channel's replay log: the server's `since` is `^[0-9]{1,18}$`.
+const isSeq = (value) => Number.isSafeInteger(value) && value >= 0;
+
+const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+
+function parseObject(text) {
+  try {
+    const value = JSON.parse(text);
+    return isObject(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+// UTF-8 size of `text` without encoding it. JSON.stringify escapes lone
+// surrogates, so every surrogate here is half of a 4-byte pair.
+function utf8Length(text) {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) continue;
+    if (unit < 0x800) bytes += 1;
+    else if (unit >= 0xd800 && unit <= 0xdfff) bytes += 1; // each half: 2 units, 4 bytes a pair
+    else bytes += 2;
+  }
+  return bytes;
+}
+
+function checkDuration(name, value, unit, zero) {
+  if (typeof value !== "number" || !(value >= 0) || value === Infinity) {
+    throw new TypeError(`\`${name}\` must be a number of ${unit} >= 0 (${zero})`);
+  }
+}
+
+function checkSince(value, where) {
+  if (value !== null && !isSeq(value)) {
+    throw new TypeError(`${where} must be null or a whole number >= 0 (the last seq already seen)`);
+  }
+}
+
+/**
+ * Reassembles `{"type": "part"}` messages of one socket: the slices of a large
+ * message's JSON text, `count` of them, in any order. A set not complete after
+ * 30 s is dropped with a warning, so a lost part cannot hold memory for ever.
+ */
+class MessageParts {
+  #sets = new Map(); // id -> { count, slices, received, timer }
+  #setTimeout;
+  #clearTimeout;
+  #warn;
+
+  constructor({ setTimeout, clearTimeout, warn }) {
+    this.#setTimeout = setTimeout;
+    this.#clearTimeout = clearTimeout;
+    this.#warn = warn;
+  }
+
+  /** The whole message's text once `part` completes its set, else null. */
+  add(part) {
+    const { id, index, count, data } = part;
+    const valid =
+      typeof id === "string" && id !== "" && Number.isSafeInteger(count) && count >= 1 &&
+      Number.isSafeInteger(index) && index >= 0 && index < count && typeof data === "string";
+    if (!valid) {
+      this.#warn("Ignoring a malformed WebSocket message part:", part);
+      return null;
+    }
+    let set = this.#sets.get(id);
+    if (set === undefined) {
+      set = { count, slices: new Array(count), received: 0, timer: null };
+      set.timer = this.#setTimeout(() => this.#expire(id), PART_EXPIRY_MS);
+      set.timer?.unref?.();
+      this.#sets.set(id, set);
+    } else if (set.count !== count) {
+      this.#warn(`Ignoring a WebSocket message part of ${id} with count ${count}, not ${set.count}`);
+      return null;
+    }
+    if (set.slices[index] === undefined) {
+      set.slices[index] = data;
+      set.received += 1;
+    }
+    if (set.received < set.count) return null;
+    this.#drop(id);
+    return set.slices.join("");
+  }
+
+  /** Forget every set (the socket closed: its missing parts will never come). */
+  clear() {
+    for (const id of [...this.#sets.keys()]) this.#drop(id);
+  }
+
+  #expire(id) {
+    const set = this.#sets.get(id);
+    if (set === undefined) return;
+    this.#sets.delete(id);
+    this.#warn(
+      `Dropped an incomplete large WebSocket message (${set.received} of ${set.count} parts ` +
+        `after ${PART_EXPIRY_MS / 1000} s)`,
+    );
+  }
+
+  #drop(id) {
+    const set = this.#sets.get(id);
+    if (set === undefined) return;
+    this.#clearTimeout(set.timer);
+    this.#sets.delete(id);
+  }
+}
+
+/**
+ * Delivers messages stamped with the channel's `seq` once each and in order.
+ * A duplicate (seq <= lastSeq) is dropped; a message after a hole is held
+ * until the hole fills. A hole still open after `waitMs` (or after a replay
+ * that did not fill it) asks the server for a replay once; after another
+ * `waitMs` what is held is delivered anyway, each hole announced by `gap`.
+ */
+class Sequencer {
+  #lastSeq;
+  #held = new Map(); // seq -> message, all > lastSeq + 1
+  #timer = null;
+  #asked = false; // the one replay request for the current hole went out
+  #waitMs;
+  #deliver;
+  #ask;
+  #gap;
+  #setTimeout;
+  #clearTimeout;
+
+  constructor({ since, waitMs, deliver, ask, gap, setTimeout, clearTimeout }) {
+    this.#lastSeq = since;
+    this.#waitMs = waitMs;
+    this.#deliver = deliver;
+    this.#ask = ask;
+    this.#gap = gap;
+    this.#setTimeout = setTimeout;
+    this.#clearTimeout = clearTimeout;
+  }
+
+  get lastSeq() {
+    return this.#lastSeq;
+  }
+
+  /** A new numbering (another channel): forget the position and whatever is held. */
+  reset(since) {
+    this.#stopTimer();
+    this.#held.clear();
+    this.#lastSeq = since;
+  }
+
+  accept(message) {
+    const { seq } = message;
+    if (this.#lastSeq !== null && (seq <= this.#lastSeq || this.#held.has(seq))) return; // seen
+    if (this.#lastSeq === null || seq === this.#lastSeq + 1) {
+      this.#deliverOne(message); // with no position yet, the first seq seen sets it
+      this.release();
+      return;
+    }
+    this.#held.set(seq, message);
+    this.#arm();
+  }
+
+  /** Take `seq` as the position (a gap notice said so); held messages up to it are stale. */
+  moveTo(seq) {
+    this.#lastSeq = seq;
+    for (const held of [...this.#held.keys()]) if (held <= seq) this.#held.delete(held);
+  }
+
+  /** Deliver the held messages that follow the position without a hole. */
+  release() {
+    while (this.#lastSeq !== null && this.#held.has(this.#lastSeq + 1)) {
+      const next = this.#held.get(this.#lastSeq + 1);
+      this.#held.delete(this.#lastSeq + 1);
+      this.#deliverOne(next);
+    }
+    if (this.#held.size === 0) this.#stopTimer();
+  }
+
+  /** A replay finished: a hole it did not fill will not fill by waiting. */
+  replayDone() {
+    if (this.#held.size === 0 || this.#asked) return;
+    this.#stopTimer();
+    this.#waited();
+  }
+
+  /** The socket is gone: no waiting (the reconnect replays from the position). */
+  pause() {
+    this.#stopTimer();
+  }
+
+  /** A socket opened: wait again for whatever hole is left. */
+  resume() {
+    if (this.#held.size > 0) this.#arm();
+  }
+
+  #deliverOne(message) {
+    this.#lastSeq = message.seq;
+    this.#deliver(message);
+  }
+
+  #arm() {
+    if (this.#timer !== null) return;
+    this.#timer = this.#setTimeout(() => {
+      this.#timer = null;
+      this.#waited();
+    }, this.#waitMs);
+    this.#timer?.unref?.();
+  }
+
+  #waited() {
+    if (this.#held.size === 0) return;
+    if (!this.#asked) {
+      this.#asked = true;
+      this.#ask(this.#lastSeq);
+      this.#arm();
+      return;
+    }
+    this.#asked = false;
+    const latest = Math.max(...this.#held.keys());
+    for (const seq of [...this.#held.keys()].sort((a, b) => a - b)) {
+      // A handler may have changed channel (reset) meanwhile: then nothing is held any more.
+      if (!this.#held.has(seq)) continue;
+      const message = this.#held.get(seq);
+      this.#held.delete(seq);
+      if (seq !== this.#lastSeq + 1) this.#gap({ since: this.#lastSeq, first_seq: seq, latest_seq: latest });
+      this.#deliverOne(message);
+    }
+  }
+
+  #stopTimer() {
+    if (this.#timer !== null) this.#clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#asked = false;
+  }
+}
+
 export class WebSocketClient {
   #url;
   #tokenUrl;
@@ -100,15 +360,22 @@ export class WebSocketClient {
   #setInterval;
   #clearInterval;
   #keepaliveMs;
+  #maxConnectionMs;
+  #maxMessageBytes;
   #logger;
+  #sequencer;
 
   #state = "closed";
   #socket = null;
   #attempt = 0; // consecutive failed reconnects; drives the backoff
   #timer = null; // pending reconnect
   #keepalive = null; // ping interval of the open socket
+  #renewal = null; // timer: replace the open socket before API Gateway's 2-hour maximum
+  #replacement = null; // the replacing socket while it connects
+  #renewAttempt = 0; // consecutive failed replacements
   #pending = null; // promise of the connection attempt in flight
   #abortPending = null; // rejects that promise when we abandon the attempt
+  #parts = null; // part sets of the current socket
   // Bumped whenever we abandon a socket or attempt on purpose. Callbacks from an
   // older generation (a socket we closed ourselves, a token that arrives after
   // close()) must not touch the state or trigger a reconnect.
@@ -121,6 +388,7 @@ export class WebSocketClient {
     url,
     tokenUrl = "/api/ws-token/",
     channel = null,
+    since = null,
     WebSocket = globalThis.WebSocket,
     fetch = globalThis.fetch,
     getCsrfToken = () => readCookie("csrftoken"),
@@ -134,15 +402,22 @@ export class WebSocketClient {
     setInterval = globalThis.setInterval,
     clearInterval = globalThis.clearInterval,
     keepaliveSeconds = 300,
+    gapWaitMs = 3000,
+    maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+    maxConnectionSeconds = 7000,
     logger = console,
   } = {}) {
     if (!url) throw new TypeError("WebSocketClient needs the API Gateway `url` (wss://…)");
     if (typeof WebSocket !== "function") {
       throw new TypeError("No WebSocket implementation: pass one as the `WebSocket` option");
     }
-    if (typeof keepaliveSeconds !== "number" || !(keepaliveSeconds >= 0) || keepaliveSeconds === Infinity) {
-      throw new TypeError("`keepaliveSeconds` must be a number of seconds >= 0 (0 turns the keepalive off)");
+    checkDuration("keepaliveSeconds", keepaliveSeconds, "seconds", "0 turns the keepalive off");
+    checkDuration("gapWaitMs", gapWaitMs, "milliseconds", "0 asks for a replay at once");
+    checkDuration("maxConnectionSeconds", maxConnectionSeconds, "seconds", "0 turns the replacement off");
+    if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes < 1) {
+      throw new TypeError("`maxMessageBytes` must be a whole number of bytes >= 1 (API Gateway's limit: 131072)");
     }
+    checkSince(since, "`since`");
     this.#url = url;
     this.#tokenUrl = tokenUrl;
     this.#channel = channel;
@@ -155,9 +430,20 @@ export class WebSocketClient {
     this.#setInterval = (...args) => setInterval(...args);
     this.#clearInterval = (...args) => clearInterval(...args);
     this.#keepaliveMs = keepaliveSeconds * 1000;
+    this.#maxConnectionMs = maxConnectionSeconds * 1000;
+    this.#maxMessageBytes = maxMessageBytes;
     this.#getCsrfToken = getCsrfToken;
     this.#backoff = { baseDelay, maxDelay, factor, jitter, random };
     this.#logger = logger;
+    this.#sequencer = new Sequencer({
+      since,
+      waitMs: gapWaitMs,
+      deliver: (message) => this.#emit(message),
+      ask: (position) => this.#askReplay(position),
+      gap: (hole) => this.#emit({ type: GAP_TYPE, channel: this.#channel, ...hole }),
+      setTimeout: this.#setTimeout,
+      clearTimeout: this.#clearTimeout,
+    });
   }
 
   get state() {
@@ -166,6 +452,11 @@ export class WebSocketClient {
 
   get channel() {
     return this.#channel;
+  }
+
+  /** Highest `seq` delivered to handlers (or the `since` given), null before any: the next connect's `since`. */
+  get lastSeq() {
+    return this.#sequencer.lastSeq;
   }
 
   /** handler(message) for messages of `type`; "*" sees every message. Returns an unsubscribe function. */
@@ -194,10 +485,15 @@ export class WebSocketClient {
     return this.#start("connecting");
   }
 
-  /** API Gateway fixes the channel at $connect, so a room change is a new connection. */
-  async changeChannel(channel) {
+  /**
+   * API Gateway fixes the channel at $connect, so a room change is a new connection.
+   * The new channel has its own numbering: `since` is its position (null: live only).
+   */
+  async changeChannel(channel, { since = null } = {}) {
+    checkSince(since, "changeChannel()'s `since`");
     this.#channel = channel;
     this.#attempt = 0;
+    this.#sequencer.reset(since);
     return this.#start("connecting");
   }
 
@@ -207,14 +503,27 @@ export class WebSocketClient {
     this.#setState("stopped");
   }
 
-  /** JSON-encodes and sends; throws SocketClosedError rather than losing the message. */
+  /**
+   * JSON-encodes and sends. Throws MessageTooLargeError for JSON over
+   * maxMessageBytes and SocketClosedError when not open, rather than losing the message.
+   */
   send(payload) {
+    const text = JSON.stringify(payload);
+    if (typeof text !== "string") throw new TypeError(`Cannot send ${typeof payload}: it has no JSON form`);
+    const bytes = text.length * 3 <= this.#maxMessageBytes ? text.length : utf8Length(text);
+    if (bytes > this.#maxMessageBytes) {
+      throw new MessageTooLargeError(
+        `Cannot send: the message is ${bytes} bytes of JSON, over maxMessageBytes (${this.#maxMessageBytes})`,
+        bytes,
+        this.#maxMessageBytes,
+      );
+    }
     if (this.#socket?.readyState !== OPEN) {
       const reason = `Cannot send: WebSocket is not open (client state "${this.#state}")`;
       this.#logger.warn(reason, payload);
       throw new SocketClosedError(reason);
     }
-    this.#socket.send(JSON.stringify(payload));
+    this.#socket.send(text);
   }
 
   /** The gateway's route selection reads `action`. */
@@ -228,9 +537,13 @@ export class WebSocketClient {
     this.#generation++;
     if (this.#timer !== null) this.#clearTimeout(this.#timer);
     this.#timer = null;
-    this.#stopKeepalive();
+    this.#stopConnectionTimers();
+    this.#replacement?.close(1000, reason);
+    this.#replacement = null;
     this.#socket?.close(1000, reason);
     this.#socket = null;
+    this.#parts?.clear();
+    this.#parts = null;
     this.#abortPending?.(new SocketClosedError(reason));
     this.#abortPending = null;
     this.#pending = null;
@@ -249,34 +562,20 @@ export class WebSocketClient {
       this.#requestToken()
         .then((token) => {
           if (!current()) return; // abandoned while the token was on its way
-          let opened = false;
-          const socket = new this.#WebSocket(this.#socketUrl(token));
-          this.#socket = socket;
-          socket.onopen = () => {
-            if (!current()) return;
-            opened = true;
-            this.#attempt = 0;
-            this.#abortPending = null;
-            this.#startKeepalive(socket);
-            this.#setState("open");
-            resolve();
-          };
-          socket.onmessage = (event) => {
-            if (current()) this.#dispatch(event.data);
-          };
-          socket.onclose = (event) => {
-            if (!current()) return; // a socket we closed ourselves
-            this.#socket = null;
-            this.#stopKeepalive();
-            if (opened) {
-              this.#scheduleReconnect(`connection lost (code ${event.code})`);
-            } else {
-              // All the browser tells us about a refused $connect (bad token, 403).
-              reject(
-                new ConnectRefusedError(`WebSocket closed before opening (code ${event.code})`, event.code),
-              );
-            }
-          };
+          this.#socket = this.#openSocket(token, current, {
+            opened: (socket, parts) => {
+              this.#attempt = 0;
+              this.#abortPending = null;
+              this.#use(socket, parts);
+              this.#setState("open");
+              resolve();
+            },
+            // All the browser tells us about a refused $connect (bad token, 403).
+            refused: (code) => {
+              this.#socket = null;
+              reject(new ConnectRefusedError(`WebSocket closed before opening (code ${code})`, code));
+            },
+          });
         })
         .catch(reject);
     });
@@ -297,6 +596,60 @@ export class WebSocketClient {
     return attempt;
   }
 
+  // A socket of this generation: `opened(socket, parts)` when it opens,
+  // `refused(code)` when it closes first. Once it is the connection, its close
+  // is a lost connection; a socket retired by its replacement just ends.
+  #openSocket(token, current, { opened, refused }) {
+    const socket = new this.#WebSocket(this.#socketUrl(token));
+    const parts = new MessageParts({
+      setTimeout: this.#setTimeout,
+      clearTimeout: this.#clearTimeout,
+      warn: (...args) => current() && this.#logger.warn(...args),
+    });
+    let open = false;
+    socket.onopen = () => {
+      if (!current()) return;
+      open = true;
+      opened(socket, parts);
+    };
+    socket.onmessage = (event) => {
+      if (current()) this.#receive(event.data, parts, current);
+    };
+    socket.onclose = (event) => {
+      parts.clear();
+      if (!current()) return; // a socket we closed ourselves
+      if (!open) refused(event.code);
+      else if (socket === this.#socket) this.#lost(event.code);
+    };
+    return socket;
+  }
+
+  // `socket` (just opened) is now the connection.
+  #use(socket, parts) {
+    this.#socket = socket;
+    this.#parts = parts;
+    this.#renewAttempt = 0;
+    this.#startKeepalive(socket);
+    this.#scheduleRenewal(socket);
+    this.#sequencer.resume();
+  }
+
+  #lost(code) {
+    this.#socket = null;
+    this.#parts = null;
+    this.#stopConnectionTimers();
+    this.#replacement?.close(1000, "Connection lost");
+    this.#replacement = null;
+    this.#scheduleReconnect(`connection lost (code ${code})`);
+  }
+
+  #stopConnectionTimers() {
+    this.#stopKeepalive();
+    if (this.#renewal !== null) this.#clearTimeout(this.#renewal);
+    this.#renewal = null;
+    this.#sequencer.pause();
+  }
+
   // A ping every keepaliveSeconds while `socket` is open: well inside API
   // Gateway's idle timeout, and one cheap read on the server.
   #startKeepalive(socket) {
@@ -312,6 +665,53 @@ export class WebSocketClient {
   #stopKeepalive() {
     if (this.#keepalive !== null) this.#clearInterval(this.#keepalive);
     this.#keepalive = null;
+  }
+
+  // API Gateway closes every connection after 2 hours. Before that, open a
+  // replacement (make before break): the page stays "open" throughout.
+  #scheduleRenewal(socket, delay = this.#maxConnectionMs) {
+    if (this.#renewal !== null) this.#clearTimeout(this.#renewal);
+    this.#renewal = null;
+    if (this.#maxConnectionMs === 0) return;
+    this.#renewal = this.#setTimeout(() => {
+      this.#renewal = null;
+      this.#renew(socket);
+    }, delay);
+    this.#renewal?.unref?.();
+  }
+
+  // Replace `old`: a new token and socket with since=lastSeq; `old` is closed
+  // only once the new one is open. Both deliver meanwhile; seq drops the doubles.
+  #renew(old) {
+    const generation = this.#generation;
+    const alive = () => generation === this.#generation && old === this.#socket;
+    if (!alive() || old.readyState !== OPEN) return;
+    const retry = (why) => {
+      if (!alive()) return; // old dropped meanwhile: the reconnect took over
+      const delay = backoffDelay(this.#renewAttempt++, this.#backoff);
+      this.#logger.warn(`WebSocket replacement ${why}; trying again in ${Math.round(delay)} ms`);
+      this.#scheduleRenewal(old, delay);
+    };
+    this.#requestToken()
+      .then((token) => {
+        if (!alive()) return;
+        this.#replacement = this.#openSocket(token, () => generation === this.#generation, {
+          opened: (socket, parts) => {
+            this.#replacement = null;
+            if (!alive()) {
+              socket.close(1000, "Connection replaced");
+              return;
+            }
+            this.#use(socket, parts);
+            old.close(1000, "Connection replaced");
+          },
+          refused: (code) => {
+            this.#replacement = null;
+            retry(`refused (code ${code})`);
+          },
+        });
+      })
+      .catch((error) => retry(`failed: ${error.message}`));
   }
 
   #scheduleReconnect(why) {
@@ -345,6 +745,9 @@ export class WebSocketClient {
     if (this.#channel != null && this.#channel !== "") {
       params.push(`channel=${encodeURIComponent(this.#channel)}`);
     }
+    // Where to resume: the server replays what came after it before live messages.
+    const since = this.#sequencer.lastSeq;
+    if (since !== null) params.push(`since=${since}`);
     // Keep any query string the caller already put in the URL.
     let separator = "&";
     if (!this.#url.includes("?")) separator = "?";
@@ -352,19 +755,78 @@ export class WebSocketClient {
     return this.#url + separator + params.join("&");
   }
 
-  #dispatch(data) {
-    let message;
-    try {
-      message = JSON.parse(data);
-    } catch {
-      // fall through to the warning below
+  // Ask the server (once per hole) to replay what followed `position`.
+  #askReplay(position) {
+    if (this.#socket?.readyState === OPEN) {
+      this.#socket.send(JSON.stringify({ action: "replay", since: position }));
     }
-    if (message === null || typeof message !== "object" || Array.isArray(message)) {
+  }
+
+  // One frame of a socket: the library's own messages are handled here, the rest go to handlers.
+  #receive(data, parts, current) {
+    const message = parseObject(data);
+    if (message === null) {
       this.#logger.warn("Ignoring WebSocket message that is not a JSON object:", data);
       return;
     }
-    // The answer to our keepalive ping is not the page's business.
-    if (message.type === PONG_TYPE) return;
+    switch (message.type) {
+      case PONG_TYPE: // the answer to our keepalive ping is not the page's business
+        return;
+      case PART_TYPE: {
+        const whole = parts.add(message);
+        if (whole !== null) this.#receive(whole, parts, current); // as if it had come in one piece
+        return;
+      }
+      case REPLAY_TYPE:
+        if (Array.isArray(message.messages)) {
+          this.#unpackReplay(message, current);
+          return;
+        }
+        break;
+      case GAP_TYPE:
+        this.#onGapNotice(message);
+        return;
+    }
+    this.#accept(message);
+  }
+
+  #accept(message) {
+    if (isSeq(message.seq)) this.#sequencer.accept(message);
+    else this.#emit(message);
+  }
+
+  #unpackReplay(batch, current) {
+    for (const item of batch.messages) {
+      if (!current()) return; // a handler changed channel or closed the client
+      const message = typeof item === "string" ? parseObject(item) : isObject(item) ? item : null;
+      if (message === null) this.#logger.warn("Ignoring a replayed message that is not a JSON object:", item);
+      else this.#accept(message);
+    }
+    if (batch.done !== true || !current()) return;
+    const channel = typeof batch.channel === "string" ? batch.channel : this.#channel;
+    this.#emit({ type: REPLAY_DONE_TYPE, channel, seq: this.#sequencer.lastSeq });
+    this.#sequencer.replayDone();
+  }
+
+  // The server cannot replay everything after our `since`: trimmed (the
+  // position jumps to just before the oldest retained message), or from the
+  // future (a restored database: the position falls back to the latest).
+  #onGapNotice(notice) {
+    const { since, first_seq: first, latest_seq: latest } = notice;
+    const position = this.#sequencer.lastSeq;
+    let target = null;
+    if (isSeq(since) && isSeq(latest) && since > latest && (position === null || position > latest)) {
+      target = latest;
+    } else if (isSeq(first) && first >= 1 && position !== null && first - 1 > position) {
+      target = first - 1;
+    }
+    if (target !== null) this.#sequencer.moveTo(target);
+    this.#emit(notice);
+    this.#sequencer.release();
+  }
+
+  // To the handlers of the message's type, then to "*".
+  #emit(message) {
     // Some server replies are a bare {"error": "..."}; let "error" handlers see them.
     const type = typeof message.type === "string" ? message.type : "error" in message ? "error" : null;
     const targets = type !== null && type !== "*" ? [type, "*"] : ["*"];
