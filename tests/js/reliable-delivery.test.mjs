@@ -120,7 +120,11 @@ describe("once and in order", () => {
     assert.deepEqual(sentActions(socket), [{ action: "replay", since: 5 }]);
 
     socket.simulateMessage(replay([chat(6), chat(7), chat(8)], true)); // the answer
+    socket.simulateMessage({}); // the view's route response to the request: not the page's
     assert.deepEqual(env.seqs(), [6, 7, 8]);
+    assert.equal(env.seen.filter((m) => Object.keys(m).length === 0).length, 0);
+    socket.simulateMessage({}); // any other empty answer still reaches "*", as before
+    assert.equal(env.seen.filter((m) => Object.keys(m).length === 0).length, 1);
     env.clock.advance(10000);
     assert.equal(env.seen.filter((m) => m.type === "gap").length, 0);
     assert.equal(sentActions(socket).length, 1);

@@ -376,6 +376,8 @@ export class WebSocketClient {
   #pending = null; // promise of the connection attempt in flight
   #abortPending = null; // rejects that promise when we abandon the attempt
   #parts = null; // part sets of the current socket
+  // socket -> answers ({}) still due to our own replay requests: not the page's business either
+  #replayAnswers = new WeakMap();
   // Bumped whenever we abandon a socket or attempt on purpose. Callbacks from an
   // older generation (a socket we closed ourselves, a token that arrives after
   // close()) must not touch the state or trigger a reconnect.
@@ -613,7 +615,7 @@ export class WebSocketClient {
       opened(socket, parts);
     };
     socket.onmessage = (event) => {
-      if (current()) this.#receive(event.data, parts, current);
+      if (current()) this.#receive(event.data, socket, parts, current);
     };
     socket.onclose = (event) => {
       parts.clear();
@@ -757,24 +759,29 @@ export class WebSocketClient {
 
   // Ask the server (once per hole) to replay what followed `position`.
   #askReplay(position) {
-    if (this.#socket?.readyState === OPEN) {
-      this.#socket.send(JSON.stringify({ action: "replay", since: position }));
-    }
+    const socket = this.#socket;
+    if (socket?.readyState !== OPEN) return;
+    socket.send(JSON.stringify({ action: "replay", since: position }));
+    this.#replayAnswers.set(socket, (this.#replayAnswers.get(socket) ?? 0) + 1);
   }
 
   // One frame of a socket: the library's own messages are handled here, the rest go to handlers.
-  #receive(data, parts, current) {
+  #receive(data, socket, parts, current) {
     const message = parseObject(data);
     if (message === null) {
       this.#logger.warn("Ignoring WebSocket message that is not a JSON object:", data);
       return;
+    }
+    if (Object.keys(message).length === 0 && this.#replayAnswers.get(socket) > 0) {
+      this.#replayAnswers.set(socket, this.#replayAnswers.get(socket) - 1);
+      return; // the view's answer to a replay request the client sent by itself
     }
     switch (message.type) {
       case PONG_TYPE: // the answer to our keepalive ping is not the page's business
         return;
       case PART_TYPE: {
         const whole = parts.add(message);
-        if (whole !== null) this.#receive(whole, parts, current); // as if it had come in one piece
+        if (whole !== null) this.#receive(whole, socket, parts, current); // as if it had come in one piece
         return;
       }
       case REPLAY_TYPE:
