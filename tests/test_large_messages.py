@@ -346,3 +346,21 @@ def test_a_fan_out_event_over_the_maximum_is_refused_without_a_post(
 
     assert make_lambda_handler()(event, None)["statusCode"] == 400
     management.post_to_connection.assert_not_called()
+
+
+def test_a_message_too_large_for_an_event_is_sent_here_in_parts(
+    settings, clients, api_gateway, caplog
+):
+    management, lambda_ = clients
+    settings.WEBSOCKETS = {"fanout_invocation_batch": 1, "fanout_function_name": "websockets-fn"}
+    make_sessions(api_gateway, "c0", "c1", "c2")
+    data = document(300 * 1024)  # over the ~250 KB an asynchronous event carries
+
+    report = WebSocketSession.objects.all().send_message(data)
+
+    assert (report.delivered, report.queued) == (3, 0)
+    lambda_.invoke.assert_not_called()
+    assert any("too large to hand on" in r.getMessage() for r in caplog.records)
+    posts = posts_by_connection(management)
+    assert sorted(posts) == ["c0", "c1", "c2"]
+    assert all(reassemble(p) == wire(data) for p in posts.values())
