@@ -16,6 +16,7 @@ POSITIVE_INTEGER_KEYS = (
     "rate_limit_window_minutes",
     "send_concurrency",
     "http_concurrency",
+    "max_message_bytes",
 )
 NON_NEGATIVE_INTEGER_KEYS = ("fanout_invocation_batch",)
 

@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     # Retries of a throttled post_to_connection call, and the first back-off in seconds.
     "send_max_retries": 5,
     "send_retry_base_delay": 0.05,
+    # Largest message (its UTF-8 JSON, in bytes) a send accepts; one over API Gateway's
+    # 128 KiB is posted in parts that the browser client reassembles. Larger: ValueError.
+    "max_message_bytes": 1_048_576,
     # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host and
     # the site that issued the connect's token. None means "use CSRF_TRUSTED_ORIGINS".
     "allowed_origins": None,

@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -689,6 +689,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_transport_after_fork)
 
 
+# The posts for one connection, each with the signer of its payload, sent in this order.
+Posts = Sequence[tuple[Signer, bytes]]
+
 # Why a post the loop will never finish is failed: the transport closed (or its thread died)
 # under it. It may have been written, so it is failed, not resent; one reason, one log line.
 TRANSPORT_GONE = "the connection loop stopped before the post finished"
@@ -699,9 +702,12 @@ class FanOut:
     """One broadcast: posts submitted from a synchronous caller, sent on the shared loop.
 
     ``submit`` blocks while ``max_in_flight`` posts are pending, so memory stays flat however
-    many connections the caller streams in. ``close`` waits for this broadcast's posts only
-    (the pools stay open for the next one) and logs one line per kind of failure. It never
-    waits for a loop that stopped: what the loop did not report is counted failed.
+    many connections the caller streams in. ``submit_posts`` hands over several posts for
+    one connection (a message's parts): they are sent one after another, in order, and give
+    one outcome (delivered once all are; the first other outcome stops the rest). ``close``
+    waits for this broadcast's posts only (the pools stay open for the next one) and logs one
+    line per kind of failure. It never waits for a loop that stopped: what the loop did not
+    report is counted failed.
     """
 
     concurrency: int
@@ -712,7 +718,7 @@ class FanOut:
     _transport: Transport = field(init=False)
     _room: threading.Semaphore = field(init=False)
     # Submitted, not yet started: handed to the loop in batches (one wake-up, not one each).
-    _queue: deque[tuple[int, Target, Signer, bytes, str]] = field(init=False, default_factory=deque)
+    _queue: deque[tuple[int, Target, Posts, str]] = field(init=False, default_factory=deque)
     _scheduled: bool = field(init=False, default=False)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     # Posts submitted and not yet reported, by number: each is settled exactly once, by its
@@ -732,6 +738,9 @@ class FanOut:
         self._transport = shared_transport()
 
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
+        self.submit_posts(target, ((signer, payload),), connection_id)
+
+    def submit_posts(self, target: Target, posts: Posts, connection_id: str) -> None:
         if not self._room.acquire(blocking=False):
             self._flush()  # the loop must free places: give it what is queued first
             while not self._room.acquire(timeout=LIVENESS_POLL_SECONDS):
@@ -741,7 +750,7 @@ class FanOut:
             self._submitted += 1
             number = self._submitted
             self._pending[number] = connection_id
-        self._queue.append((number, target, signer, payload, connection_id))
+        self._queue.append((number, target, posts, connection_id))
         if len(self._queue) >= SUBMIT_BATCH:
             self._flush()
 
@@ -828,13 +837,16 @@ class FanOut:
         logger.debug("Sending to connection %s failed: %s", connection_id, reason)
         return outcome
 
-    async def _send(
-        self, number: int, target: Target, signer: Signer, payload: bytes, connection_id: str
-    ) -> None:
+    async def _send(self, number: int, target: Target, posts: Posts, connection_id: str) -> None:
         outcome: str = Outcome.FAILED
         reason = ""
         try:
-            outcome = await self._post_with_retries(target, signer, payload, connection_id)
+            for signer, payload in posts:
+                # Failed until this post is answered (a cancel mid-way is not a delivery).
+                outcome = Outcome.FAILED
+                outcome = await self._post_with_retries(target, signer, payload, connection_id)
+                if outcome is not Outcome.DELIVERED:
+                    break
         except (NotSent, SendFailed) as error:
             outcome = self._failed(connection_id, f"{target.host_header}: {error}")
         except asyncio.CancelledError:

@@ -1,6 +1,8 @@
 """Server-to-client sends through the API Gateway Management API (@connections).
 
-A payload is JSON-encoded once and size-checked before any network call. A connection that
+A payload is JSON-encoded once and size-checked (``WEBSOCKETS["max_message_bytes"]``) before
+any network call; one over API Gateway's 128 KiB is posted as parts (``message_parts``), in
+order, and a connection counts as delivered once all its parts are. A connection that
 API Gateway reports gone (``GoneException``, HTTP 410) is normal: its session is marked
 disconnected. Throttling is retried with jittered exponential back-off (``send_policy``);
 other errors surface (single send) or are counted (fan-out), so one bad connection never
@@ -22,10 +24,11 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
-from . import aws
+from . import aws, message_parts
 from .conf import websocket_setting
 from .connections_http import FanOut, Signer, Target, address_for, shared_transport, target_for
 from .fanout_dispatch import fanout_function, queue_batches
+from .message_parts import MAX_MESSAGE_BYTES
 from .send_policy import THROTTLING_CODES, Backoff, Outcome, classify
 from .signals import messages_sent
 
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 128 * 1024
 GONE_UPDATE_BATCH = 5000
 APP_LABEL = "django_aws_api_gateway_websockets"
 # Kept importable from here: they now live in ``aws`` and ``send_policy``.
@@ -73,15 +75,25 @@ class SendReport:
 
 
 def encode_payload(data: Any) -> bytes:
-    """JSON-encode ``data`` as UTF-8; ``ValueError`` if API Gateway would refuse its size."""
+    """JSON-encode ``data`` as UTF-8, the whole message; ``ValueError`` if it is larger than
+    ``WEBSOCKETS["max_message_bytes"]`` (over 128 KiB it is sent in parts)."""
     payload = json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":"))
     encoded = payload.encode("utf-8")
-    if len(encoded) > MAX_MESSAGE_BYTES:
+    limit = int(websocket_setting("max_message_bytes"))
+    if len(encoded) > limit:
         raise ValueError(
-            f"Message is {len(encoded)} bytes; API Gateway accepts at most "
-            f"{MAX_MESSAGE_BYTES} bytes per WebSocket message."
+            f"Message is {len(encoded)} bytes; WEBSOCKETS['max_message_bytes'] allows at most "
+            f"{limit} bytes (messages over API Gateway's {MAX_MESSAGE_BYTES} bytes are sent "
+            "in parts)."
         )
     return encoded
+
+
+def posts_of(payload: bytes) -> list[bytes]:
+    """What one connection is posted for ``payload``: itself, or its parts in index order."""
+    if len(payload) <= MAX_MESSAGE_BYTES:
+        return [payload]
+    return message_parts.split(payload.decode("utf-8"))
 
 
 def post_to_connection(
@@ -123,14 +135,20 @@ def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
 
 def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | None:
     """Send ``data`` to one session and return the client's ``post_to_connection`` response
-    (botocore's dict, with ``ResponseMetadata``), or None when the connection is gone: the
-    session is then marked disconnected. Other errors, and throttling after the retries,
-    raise. ``messages_sent`` still gets a ``SendReport``, as for a fan-out."""
-    payload = encode_payload(data)
+    (botocore's dict, with ``ResponseMetadata``; of the last part for a message sent in
+    parts), or None when the connection is gone (at any part): the session is then marked
+    disconnected. Other errors, and throttling after the retries, raise (parts already posted
+    stay posted: the client drops an incomplete message). ``messages_sent`` still gets a
+    ``SendReport``, as for a fan-out."""
+    posts = posts_of(encode_payload(data))
     if session.api_gateway is None:
         raise ValueError(f"Session {session.connection_id} has no API Gateway to send through.")
     client = aws.management_client(session.api_gateway.management_endpoint)
-    outcome, response = _post(client, session.connection_id, payload)
+    outcome, response = Outcome.DELIVERED, None
+    for post in posts:
+        outcome, response = _post(client, session.connection_id, post)
+        if outcome is Outcome.GONE:
+            break
     report = SendReport()
     if outcome is Outcome.GONE:
         session.connected = False
@@ -145,12 +163,18 @@ def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | No
 
 
 def _send_logged(
-    client: Any, connection_id: str, payload: bytes, backoff: Backoff
+    client: Any, connection_id: str, posts: list[bytes], backoff: Backoff
 ) -> tuple[Outcome, str]:
-    """Fan-out worker: like ``post_to_connection``, but a failure is an outcome and its
-    reason (logged once per reason by the broadcast), never an exception."""
+    """Fan-out worker: ``post_to_connection`` of each post in order (stopping at the first
+    that is not delivered), but a failure is an outcome and its reason (logged once per
+    reason by the broadcast), never an exception."""
     try:
-        return post_to_connection(client, connection_id, payload, backoff), ""
+        outcome = Outcome.DELIVERED
+        for payload in posts:
+            outcome = post_to_connection(client, connection_id, payload, backoff)
+            if outcome is not Outcome.DELIVERED:
+                break
+        return outcome, ""
     except aws.client_error() as error:
         outcome = classify(aws.http_status(error), aws.error_code(error))
         if outcome is Outcome.THROTTLED:
@@ -167,13 +191,15 @@ class _Broadcast:
 
     def __init__(self, payload: bytes, report: SendReport) -> None:
         self.payload = payload
+        # What each connection is posted, in order: one connection's outcome covers them all.
+        self.posts = posts_of(payload)
         self.report = report
         self.concurrency = max(1, int(websocket_setting("send_concurrency")))
         self.use_http = websocket_setting("fanout_transport") != "boto3"
         self.http_slots = max(self.concurrency, int(websocket_setting("http_concurrency")))
         self.backoff = Backoff.from_settings()
         self.clients: dict[str, Any] = {}
-        self.targets: dict[str, tuple[Target, Signer] | None] = {}
+        self.targets: dict[str, tuple[Target, list[tuple[Signer, bytes]]] | None] = {}
         # Endpoints whose client could not be set up -> why (their sessions count as failed).
         self.broken: dict[str, str] = {}
         self.pool: ThreadPoolExecutor | None = None
@@ -249,14 +275,14 @@ class _Broadcast:
                     base_delay=self.backoff.base_delay,
                     on_result=lambda cid, outcome: self.http_outcomes.append((cid, outcome)),
                 )
-            target, signer = http
-            self.fan_out.submit(target, signer, self.payload, connection_id)
+            target, signed = http
+            self.fan_out.submit_posts(target, signed, connection_id)
             return
         if self.pool is None:
             self.pool = ThreadPoolExecutor(
                 max_workers=self.concurrency, thread_name_prefix="ws-send"
             )
-        future = self.pool.submit(_send_logged, client, connection_id, self.payload, self.backoff)
+        future = self.pool.submit(_send_logged, client, connection_id, self.posts, self.backoff)
         self.in_flight[future] = connection_id
         if len(self.in_flight) >= self.concurrency * 4:
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
@@ -270,7 +296,9 @@ class _Broadcast:
         # The signed HTTP path only for the library's own clients: a patched factory's
         # client (a Stubber's, a spy's) must see every post itself.
         target = target_for(client) if self.use_http and aws.factory_is_default() else None
-        self.targets[endpoint] = (target, Signer(target, self.payload)) if target else None
+        self.targets[endpoint] = (
+            (target, [(Signer(target, post), post) for post in self.posts]) if target else None
+        )
         self.clients[endpoint] = client
         return client
 

@@ -755,6 +755,8 @@ def test_w003_unknown_websockets_key(clean_settings):
         ("rate_limit_max_attempts", "20"),
         ("rate_limit_window_minutes", True),
         ("send_concurrency", 2.5),
+        ("max_message_bytes", 0),
+        ("max_message_bytes", "1MB"),
     ],
 )
 def test_e003_non_positive_integer_setting(clean_settings, key, value):

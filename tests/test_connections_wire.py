@@ -752,6 +752,64 @@ def test_a_post_cancelled_on_the_loop_is_a_counted_failure_and_close_returns(
     assert broadcast(target_of(servers()), ids_of(2)) == dict.fromkeys(ids_of(2), Outcome.DELIVERED)
 
 
+def test_a_connections_posts_go_in_order_and_stop_at_the_first_not_delivered(servers):
+    """``submit_posts`` (a message's parts): one outcome per connection; after a 410 or a
+    failure the rest is not written."""
+
+    def reply(server: WireServer, connection_id: str, number: int) -> bytes:
+        if connection_id == "gone=" and number == 2:
+            return response("410 Gone", headers=("x-amzn-ErrorType: GoneException",))
+        if connection_id == "bad=" and number == 1:
+            return response("500 Internal Server Error")
+        return response()
+
+    server = servers(Behaviour(reply=reply))
+    target = target_of(server)
+    posts = [(Signer(target, body), body) for body in (b'{"i":0}', b'{"i":1}', b'{"i":2}')]
+    outcomes: dict[str, str] = {}
+    fan_out = FanOut(concurrency=4, max_retries=0, base_delay=0.0, on_result=outcomes.__setitem__)
+    for connection_id in ("ok=", "gone=", "bad="):
+        fan_out.submit_posts(target, posts, connection_id)
+    fan_out.close()
+
+    assert outcomes == {"ok=": Outcome.DELIVERED, "gone=": Outcome.GONE, "bad=": Outcome.FAILED}
+    assert server.bodies["ok="] == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
+    assert server.bodies["gone="] == [b'{"i":0}', b'{"i":1}']
+    assert server.bodies["bad="] == [b'{"i":0}']
+
+
+def test_closing_the_transport_between_a_connections_posts_is_a_failure_not_a_delivery(
+    servers, caplog
+):
+    """The first part was answered 200, the second is held when the loop closes: the
+    connection did not get the message, so it is failed (and the third is never written)."""
+    release = threading.Event()
+
+    def reply(server: WireServer, connection_id: str, number: int) -> bytes:
+        if number == 2:
+            release.wait(10)
+        return response()
+
+    server = servers(Behaviour(reply=reply))
+    target = target_of(server)
+    posts = [(Signer(target, body), body) for body in (b'{"i":0}', b'{"i":1}', b'{"i":2}')]
+    outcomes: dict[str, str] = {}
+    fan_out = FanOut(concurrency=4, max_retries=0, base_delay=0.0, on_result=outcomes.__setitem__)
+    try:
+        fan_out.submit_posts(target, posts, "c=")
+        fan_out._flush()
+        wait_for(lambda: server.requests["c="] == 2)
+        connections_http.close_shared_transport()
+        run_within(fan_out.close)
+    finally:
+        release.set()
+
+    assert outcomes == {"c=": Outcome.FAILED}
+    assert server.requests["c="] == 2
+    (line,) = failure_lines(caplog)
+    assert connections_http.TRANSPORT_GONE in line
+
+
 def test_a_broadcast_whose_loop_died_is_counted_failed_not_waited_for(held_server, caplog):
     fan_out, outcomes, ids = posts_in_flight(held_server)
     transport = shared_transport()

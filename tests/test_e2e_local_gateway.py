@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import boto3
@@ -11,7 +13,7 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.e2e_support import Browser, GatewayProcess, e2e_database
+from tests.e2e_support import ROOT, Browser, GatewayProcess, e2e_database
 
 IDLE_TIMEOUT = 4
 
@@ -185,6 +187,65 @@ def test_message_under_128_kib_in_frames_is_delivered(gateway, alice):
         body = json.dumps({"action": "fetch_history", "pad": "z" * (100 * 1024)})
         socket.send(iter([body[i : i + 16384] for i in range(0, len(body), 16384)]))
         assert receive(socket, "history")["room"] == "general"
+
+
+# Sent from another process, as a worker or a management command would: the library's own
+# send path (signed HTTP to runapigateway's @connections, which checks the signatures).
+BROADCAST_DOCUMENT = """
+from django_aws_api_gateway_websockets.models import WebSocketSession
+data = {{"type": "document", "text": {line!r} * {count}}}
+report = WebSocketSession.objects.filter(channel_name="general").send_message(data)
+print("REPORT", report.delivered, report.gone, report.failed)
+"""
+# Quotes, a backslash, a newline, non-ASCII and a character outside the BMP: escapes count.
+DOCUMENT_LINE = 'Grüße "quoted" \\ back\nslash 漢字 😀 '
+DOCUMENT_LINES = 5000
+
+
+def large_document() -> dict:
+    return {"type": "document", "text": DOCUMENT_LINE * DOCUMENT_LINES}
+
+
+def receive_whole(socket, timeout=10) -> dict:
+    """What the JS client does with parts: join each set's slices in index order and parse."""
+    deadline = time.monotonic() + timeout
+    slices: dict[int, str] = {}
+    while True:
+        raw = socket.recv(timeout=max(0.1, deadline - time.monotonic()))
+        assert len(raw.encode("utf-8")) <= 128 * 1024  # every frame one post within the limit
+        message = json.loads(raw)
+        if message.get("type") != "part":
+            continue
+        assert message["index"] == len(slices)  # in order, none missing
+        slices[message["index"]] = message["data"]
+        if len(slices) == message["count"]:
+            return json.loads("".join(slices[i] for i in range(len(slices))))
+
+
+def test_a_200_kib_broadcast_arrives_as_parts_and_reassembles(gateway, alice, bob):
+    data = large_document()
+    size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    assert 200 * 1024 <= size < 256 * 1024
+    with open_socket(gateway, alice) as a, open_socket(gateway, bob) as b:
+        receive(a, "presence")
+        result = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "shell",
+                "-c",
+                BROADCAST_DOCUMENT.format(line=DOCUMENT_LINE, count=DOCUMENT_LINES),
+            ],
+            cwd=ROOT,
+            env={**gateway.env, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "REPORT 2 0 0" in result.stdout
+        assert receive_whole(a) == data
+        assert receive_whole(b) == data
 
 
 def session_connected(gateway, connection_id):

@@ -743,14 +743,26 @@ def test_a_single_send_to_a_gone_connection_returns_none_and_marks_it(websocket_
 
 
 @pytest.mark.django_db
-def test_a_message_over_128_kib_is_refused_before_aws(websocket_session, settings):
+def test_a_message_over_128_kib_goes_in_parts_and_one_over_the_maximum_is_refused(
+    websocket_session, settings
+):
+    """Deliberately different (docs/migrating.md, "Messages over 128 KiB"): the original
+    refused more than 128 KiB; here that is sent in parts, and the refusal, still before
+    AWS, comes above ``WEBSOCKETS["max_message_bytes"]``."""
+    import json
     from unittest.mock import patch
 
     settings.AWS_GATEWAY_REGION_NAME = "eu-west-1"
     client = _management_client(return_value={})
     target = "django_aws_api_gateway_websockets.models.get_boto3_client"
-    with patch(target, return_value=client), pytest.raises(ValueError):
+    with patch(target, return_value=client):
         websocket_session.send_message({"blob": "x" * (128 * 1024)})
+        posts = [call.kwargs["Data"] for call in client.post_to_connection.call_args_list]
+        assert [json.loads(post)["type"] for post in posts] == ["part", "part"]
+        client.post_to_connection.reset_mock()
+        settings.WEBSOCKETS = {"max_message_bytes": 128 * 1024}
+        with pytest.raises(ValueError):
+            websocket_session.send_message({"blob": "x" * (128 * 1024)})
     client.post_to_connection.assert_not_called()
 
 

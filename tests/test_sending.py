@@ -249,34 +249,121 @@ def test_unserialisable_data_raises_before_any_network_call(fake_aws, gateway_a)
 # --------------------------------------------------------------------------- size limit
 
 
+def reassemble(posts: list[bytes]) -> bytes:
+    """The message one connection was posted: a single post, or its parts (checked to be in
+    index order, of one message, each within API Gateway's limit) joined."""
+    if len(posts) == 1:
+        return posts[0]
+    parts = [json.loads(post) for post in posts]
+    assert all(len(post) <= LIMIT for post in posts)
+    assert {part["type"] for part in parts} == {"part"}
+    assert len({part["id"] for part in parts}) == 1
+    assert [(part["index"], part["count"]) for part in parts] == [
+        (index, len(parts)) for index in range(len(parts))
+    ]
+    return "".join(part["data"] for part in parts).encode("utf-8")
+
+
+def posts_to(world: FakeAws, connection_id: str) -> list[bytes]:
+    return [posted for _, cid, posted in world.posts if cid == connection_id]
+
+
 @pytest.mark.parametrize("fill", ["x", "é", "😀"])
-def test_single_send_of_exactly_the_limit_is_posted(fake_aws, gateway_a, fill):
+def test_single_send_of_exactly_the_limit_is_one_post(fake_aws, gateway_a, fill):
     (session,) = make_sessions(gateway_a, "c1")
     data = payload_of_size(LIMIT, fill)
 
     session.send_message(data)
 
-    assert len(fake_aws.posts[0][2]) == LIMIT
+    assert [posted for _, _, posted in fake_aws.posts] == [wire(data)]
+
+
+@pytest.mark.parametrize("fill", ["x", "é", "😀"])
+def test_single_send_one_byte_over_the_limit_goes_in_parts(fake_aws, gateway_a, fill):
+    (session,) = make_sessions(gateway_a, "c1")
+    data = payload_of_size(LIMIT + 1, fill)
+
+    response = session.send_message(data)
+
+    assert len(fake_aws.posts) == 2
+    assert reassemble(posts_to(fake_aws, "c1")) == wire(data)
+    assert response == {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+def test_a_part_answered_gone_stops_the_rest_and_marks_the_session(fake_aws, gateway_a):
+    (session,) = make_sessions(gateway_a, "c1")
+    fake_aws.script["c1"] = [None, gone_error()]
+
+    assert session.send_message(payload_of_size(3 * LIMIT)) is None
+
+    assert len(fake_aws.posts) == 2  # parts 0 and 1 of 4: the third is never posted
+    assert connected_ids() == set()
+
+
+def test_a_part_that_fails_raises_and_the_rest_is_not_posted(fake_aws, gateway_a):
+    (session,) = make_sessions(gateway_a, "c1")
+    fake_aws.script["c1"] = [None, forbidden_error()]
+
+    with pytest.raises(ClientError):
+        session.send_message(payload_of_size(3 * LIMIT))
+
+    assert len(fake_aws.posts) == 2
+    assert connected_ids() == {"c1"}
+
+
+def test_fan_out_of_a_large_message_counts_connections_not_parts(fake_aws, gateway_a):
+    make_sessions(gateway_a, "c1", "c2", "gone", "broken")
+    fake_aws.script["gone"] = [None, gone_error()]
+    fake_aws.script["broken"] = [None, None, forbidden_error()]
+    data = payload_of_size(300 * 1024, "日")
+
+    report = WebSocketSession.objects.all().send_message(data)
+
+    assert (report.delivered, report.gone, report.failed) == (2, 1, 1)
+    assert report.gone_connection_ids == ["gone"]
+    for connection_id in ("c1", "c2"):
+        assert reassemble(posts_to(fake_aws, connection_id)) == wire(data)
+    assert (len(posts_to(fake_aws, "gone")), len(posts_to(fake_aws, "broken"))) == (2, 3)
+    assert connected_ids() == {"c1", "c2", "broken"}
+
+
+def test_each_send_of_a_large_message_has_its_own_part_id(fake_aws, gateway_a):
+    (session,) = make_sessions(gateway_a, "c1")
+    data = payload_of_size(LIMIT + 10)
+
+    session.send_message(data)
+    session.send_message(data)
+
+    ids = [json.loads(posted)["id"] for _, _, posted in fake_aws.posts]
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+
+
+DEFAULT_MAXIMUM = 1_048_576
 
 
 @pytest.mark.parametrize("fill", ["x", "é"])
-def test_single_send_one_byte_over_the_limit_raises_before_any_network_call(
-    fake_aws, gateway_a, fill
-):
+def test_the_default_maximum_is_sent_and_one_byte_more_raises(fake_aws, gateway_a, fill):
     (session,) = make_sessions(gateway_a, "c1")
 
-    with pytest.raises(ValueError, match="131072"):
-        session.send_message(payload_of_size(LIMIT + 1, fill))
+    session.send_message(payload_of_size(DEFAULT_MAXIMUM, fill))
+    assert reassemble(posts_to(fake_aws, "c1")) == wire(payload_of_size(DEFAULT_MAXIMUM, fill))
+    fake_aws.posts.clear()
+    fake_aws.client_calls.clear()
 
+    with pytest.raises(ValueError) as raised:
+        session.send_message(payload_of_size(DEFAULT_MAXIMUM + 1, fill))
+
+    message = str(raised.value)
+    assert "1048577" in message and "1048576" in message and "max_message_bytes" in message
     assert fake_aws.client_calls == [] and fake_aws.posts == []
     session.refresh_from_db()
     assert session.connected is True
 
 
-def test_limit_counts_utf8_bytes_not_characters(fake_aws, gateway_a):
+def test_the_maximum_counts_utf8_bytes_not_characters(fake_aws, gateway_a):
     (session,) = make_sessions(gateway_a, "c1")
-    data = {"m": "é" * 65600}  # ~65.6k characters, ~131.2k bytes
-    assert len(json.dumps(data, ensure_ascii=False)) < LIMIT
+    data = {"m": "é" * 524_300}  # ~524k characters, ~1 048.6k bytes
+    assert len(json.dumps(data, ensure_ascii=False)) < DEFAULT_MAXIMUM
 
     with pytest.raises(ValueError):
         session.send_message(data)
@@ -286,17 +373,45 @@ def test_limit_counts_utf8_bytes_not_characters(fake_aws, gateway_a):
     assert fake_aws.posts == []
 
 
-def test_queryset_send_over_the_limit_raises_before_any_network_call(fake_aws, gateway_a):
+def test_queryset_send_over_the_maximum_raises_before_any_network_call(fake_aws, gateway_a):
     """Defect of the original: the queryset send skipped the size limit."""
     make_sessions(gateway_a, "c1", "c2")
 
-    with pytest.raises(ValueError, match="131072"):
+    with pytest.raises(ValueError, match="1048576"):
         WebSocketSession.objects.filter(channel_name="general").send_message(
-            payload_of_size(LIMIT + 1)
+            payload_of_size(DEFAULT_MAXIMUM + 1)
         )
 
     assert fake_aws.client_calls == [] and fake_aws.posts == []
     assert connected_ids() == {"c1", "c2"}
+
+
+def test_the_setting_moves_the_maximum(fake_aws, gateway_a, settings):
+    (session,) = make_sessions(gateway_a, "c1")
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "max_message_bytes": 200_000}
+
+    with pytest.raises(ValueError, match="200000"):
+        session.send_message(payload_of_size(200_001))
+    with pytest.raises(ValueError, match="200000"):
+        WebSocketSession.objects.all().send_message(payload_of_size(200_001))
+    assert fake_aws.posts == []
+
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "max_message_bytes": 3 * DEFAULT_MAXIMUM}
+    big = payload_of_size(2 * DEFAULT_MAXIMUM, "😀")
+    report = WebSocketSession.objects.all().send_message(big)
+    assert report.delivered == 1
+    assert reassemble(posts_to(fake_aws, "c1")) == wire(big)
+
+
+def test_a_maximum_below_128_kib_refuses_what_would_fit_one_post(fake_aws, gateway_a, settings):
+    (session,) = make_sessions(gateway_a, "c1")
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "max_message_bytes": 1000}
+
+    with pytest.raises(ValueError, match="1000 bytes"):
+        session.send_message(payload_of_size(1001))
+    session.send_message(payload_of_size(1000))
+
+    assert [len(posted) for _, _, posted in fake_aws.posts] == [1000]
 
 
 def test_queryset_send_of_exactly_the_limit_is_posted_to_everyone(fake_aws, gateway_a):

@@ -29,6 +29,7 @@ CHOSEN = {
     "fanout_function_name": ("fanout-fn", "fanout-fn"),
     "send_max_retries": ("2", 2),
     "send_retry_base_delay": ("0.5", 0.5),
+    "max_message_bytes": ("4194304", 4194304),
     "allowed_origins": (
         "https://www.example.com, https://*.example.org",
         ["https://www.example.com", "https://*.example.org"],

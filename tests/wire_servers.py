@@ -4,8 +4,9 @@ networks do.
 Each accepted socket is served by its own thread, one request after another (keep-alive),
 so a client's connection reuse, dead-connection detection and response parsing meet real
 sockets. ``handled`` counts what the server processed per connection id (what a WebSocket
-client would have received); ``answered`` counts the 200s it sent back; ``hosts`` the ``Host``
-headers received; ``closed_by_client`` the sockets the client closed between requests.
+client would have received); ``answered`` counts the 200s it sent back; ``bodies`` keeps the
+bodies received per connection id, in the order they arrived; ``hosts`` the ``Host`` headers
+received; ``closed_by_client`` the sockets the client closed between requests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -95,6 +96,7 @@ class WireServer:
         self.handled: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.bodies: defaultdict[str, list[bytes]] = defaultdict(list)
         self.hosts: Counter[str] = Counter()
         self.connections = 0
         self.closed_by_client = 0
@@ -157,10 +159,11 @@ class WireServer:
                     if not data:
                         return
                     buffer += data
-                buffer = buffer[length:]
+                body, buffer = buffer[:length], buffer[length:]
                 connection_id = unquote(lines[0].split(" ")[1].rsplit("/", 1)[-1])
                 on_this_socket += 1
                 with self.lock:
+                    self.bodies[connection_id].append(body)
                     self.requests[connection_id] += 1
                     number = self.requests[connection_id]
                 drop = self.behaviour.drop_every and on_this_socket % self.behaviour.drop_every == 0

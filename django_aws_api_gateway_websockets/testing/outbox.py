@@ -45,8 +45,12 @@ class Outbox(list[SentMessage]):
         self._lock = threading.Lock()
 
     def to(self, connection_id: str) -> list[Any]:
-        """The decoded messages delivered to ``connection_id``, oldest first."""
-        return [m.data for m in self.delivered if m.connection_id == connection_id]
+        """The decoded messages delivered to ``connection_id``, oldest first, as the browser
+        client's handlers see them: a message sent in parts (over 128 KiB) is one message,
+        whole, where its last part arrived; a part set never completed is left out, as the
+        client drops it. The outbox itself keeps every post, parts included."""
+        posts = [m.data for m in self.delivered if m.connection_id == connection_id]
+        return _reassembled(posts)
 
     @property
     def delivered(self) -> list[SentMessage]:
@@ -70,6 +74,33 @@ class Outbox(list[SentMessage]):
         # Fan-out posts arrive from worker threads.
         with self._lock:
             self.append(message)
+
+
+def _is_part(data: Any) -> bool:
+    return (
+        isinstance(data, dict)
+        and data.get("type") == "part"
+        and isinstance(data.get("id"), str)
+        and isinstance(data.get("index"), int)
+        and isinstance(data.get("count"), int)
+        and isinstance(data.get("data"), str)
+    )
+
+
+def _reassembled(posts: list[Any]) -> list[Any]:
+    """``posts`` with each complete set of parts joined into the message it carries."""
+    messages: list[Any] = []
+    sets: dict[str, dict[int, str]] = {}
+    for data in posts:
+        if not _is_part(data):
+            messages.append(data)
+            continue
+        slices = sets.setdefault(data["id"], {})
+        slices[data["index"]] = data["data"]
+        if slices.keys() == set(range(data["count"])):
+            del sets[data["id"]]
+            messages.append(_decode("".join(slices[i] for i in range(data["count"])))[0])
+    return messages
 
 
 def _decode(data: Any) -> tuple[Any, str]:
