@@ -578,8 +578,8 @@ class WebSocketView(View):
         verdict = message_rate.limiter.take(session.connection_id, *limit)
         if verdict.warn:
             logger.warning(
-                "Connection %s sent more than %d messages in %g s: its messages are refused "
-                "(429) until it slows down",
+                "Connection %s went over its limit of %d messages per %g s: its messages are "
+                "refused (429) until it slows down",
                 session.connection_id,
                 *limit,
                 extra={"connection_id": session.connection_id, "route": MESSAGE},

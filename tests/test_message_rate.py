@@ -320,7 +320,7 @@ class TestThroughTheView:
         lines = refusal_lines(caplog, client.connection_id)
         assert len(lines) == 2
         assert lines[0].levelno == logging.WARNING
-        assert "120 messages in 60 s" in lines[0].getMessage()
+        assert "limit of 120 messages per 60 s" in lines[0].getMessage()
 
     def test_a_refused_message_writes_nothing(self, api_gateway, websocket_outbox, clock):
         client = client_for(api_gateway, websocket_outbox)
