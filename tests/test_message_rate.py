@@ -365,3 +365,20 @@ class TestThroughTheView:
             client.send(PING)
         WebSocketSession.objects.filter(connection_id=client.connection_id).update(connected=False)
         assert client.send(PING).status_code == 403
+
+
+def test_a_unittest_case_starts_with_full_buckets():
+    """Tests reuse connection ids; ``WebSocketTestMixin`` (like the pytest plugin's autouse
+    fixture) gives each test of a project's suite a fresh allowance."""
+    import unittest
+
+    from django_aws_api_gateway_websockets.testing import WebSocketTestMixin
+
+    class Case(WebSocketTestMixin, unittest.TestCase):
+        def runTest(self) -> None:
+            assert message_rate.limiter.take("connection-1", 120, 60.0).allowed
+
+    admitted(message_rate.limiter, "connection-1", 121)
+    result = unittest.TestResult()
+    Case().run(result)
+    assert result.wasSuccessful(), result.failures + result.errors
