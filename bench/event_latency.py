@@ -80,7 +80,12 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
     override_settings(
         ALLOWED_HOSTS=[".amazonaws.com", "testserver"],
         ROOT_URLCONF="tests.support_urls",
-        WEBSOCKETS={**settings.WEBSOCKETS, "websocket_path": "/token/{route}"},
+        WEBSOCKETS={
+            **settings.WEBSOCKETS,
+            "websocket_path": "/token/{route}",
+            # Thousands of messages on one connection: the limit is measured, never reached.
+            "message_rate_limit": (10**9, 1),
+        },
     ).enable()
     create_gateway()
     handler = make_lambda_handler()

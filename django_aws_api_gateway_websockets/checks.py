@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core import checks
 
 from .conf import DEFAULTS, TOKEN_BINDINGS
+from .message_rate import parse_limit
 
 POSITIVE_INTEGER_KEYS = (
     "token_rate_limit_per_minute",
@@ -107,6 +108,18 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                 hint="'auto' (default) binds a token to the session when the $connect carries "
                 "one; unknown values are treated as True.",
                 id="django_aws_api_gateway_websockets.E007",
+            )
+        )
+    try:
+        parse_limit(configured.get("message_rate_limit", DEFAULTS["message_rate_limit"]))
+    except ValueError:
+        errors.append(
+            checks.Error(
+                "WEBSOCKETS['message_rate_limit'] must be (messages, seconds), not "
+                f"{configured['message_rate_limit']!r}.",
+                hint="For example (120, 60): 120 messages per connection a minute; None or 0 "
+                "turns the limit off. Until fixed, the default (120, 60) applies.",
+                id="django_aws_api_gateway_websockets.E008",
             )
         )
     origins = configured.get("allowed_origins")

@@ -54,6 +54,13 @@ DEFAULTS: dict[str, Any] = {
     # Seconds runapigateway keeps a socket that receives nothing from its client before closing
     # it with 1001 "Going away", as API Gateway does after 10 minutes (--idle-timeout wins).
     "local_gateway_idle_timeout": 600.0,
+    # Messages one connection may send per number of seconds (a token bucket per connection,
+    # in each process; the keepalive ping counts): past it, 429 "Too many messages" and no
+    # handler. None or 0: off. WebSocketView.MESSAGE_RATE_LIMIT overrides it per view.
+    "message_rate_limit": (120, 60),
+    # Seconds runapigateway lets a connection live before closing it with 1001 "Going away",
+    # as API Gateway does after 2 hours (--max-duration wins).
+    "local_gateway_max_duration": 7200.0,
 }
 
 

@@ -26,6 +26,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from . import message_rate
 from .conf import token_binding, websocket_setting
 from .endpoints import endpoint_from_event
 from .models import (
@@ -109,6 +110,14 @@ def _is_success(response: HttpResponse) -> bool:
     return 200 <= response.status_code < 300
 
 
+def too_many_messages() -> JsonResponse:
+    """429 for a message past the connection's rate limit; logged once per window by the
+    view, so Django must not log every one of a flood's responses again."""
+    response = error_response("Too many messages", 429)
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
 def _allowed_client_host(request: HttpRequest) -> str:
     """The handshake's own ``Host`` (port included), if ``ALLOWED_HOSTS`` accepts it, else ""."""
     host = request.headers.get("X-Websocket-Client-Host", "")
@@ -134,6 +143,9 @@ class WebSocketView(View):
     # None: the WEBSOCKETS settings rate_limit_max_attempts / rate_limit_window_minutes.
     RATE_LIMIT_MAX_ATTEMPTS: int | None = None
     RATE_LIMIT_WINDOW_MINUTES: int | None = None
+    # Messages per connection: (messages, seconds), 0 for off, None: the WEBSOCKETS setting
+    # message_rate_limit (default (120, 60)). See message_rate.py.
+    MESSAGE_RATE_LIMIT: tuple[int, float] | int | None = None
     MAX_BODY_SIZE = 128 * 1024
     CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
     MAX_CHANNEL_NAME_LENGTH = 191
@@ -513,6 +525,8 @@ class WebSocketView(View):
         self._use_session(request, session)
         if session.user is not None and not session.user.is_active:
             raise Rejection(error_response("Forbidden", 403), "user deactivated")
+        if not self._message_admitted(session):
+            return too_many_messages()
         self._check_permissions(request)
         if self._is_keepalive():
             # Every check above still applied (and API Gateway's throttling counts it as any
@@ -554,6 +568,23 @@ class WebSocketView(View):
         self.api_gateway = session.api_gateway
         # Messages carry no cookies over Lambda: the user is the one who connected.
         request.user = session.user or request_user_or_anonymous(request)
+
+    def _message_admitted(self, session: WebSocketSession) -> bool:
+        """The connection's message rate limit: False past it (pings count, so a ping flood is
+        refused like any other), with one WARNING per connection per window, not per frame."""
+        limit = message_rate.limit_for(self.MESSAGE_RATE_LIMIT)
+        if limit is None:
+            return True
+        verdict = message_rate.limiter.take(session.connection_id, *limit)
+        if verdict.warn:
+            logger.warning(
+                "Connection %s went over its limit of %d messages per %g s: its messages are "
+                "refused (429) until it slows down",
+                session.connection_id,
+                *limit,
+                extra={"connection_id": session.connection_id, "route": MESSAGE},
+            )
+        return verdict.allowed
 
     def _is_keepalive(self) -> bool:
         """``{"action": "ping"}`` with no handler key, on a view without its own ``ping``

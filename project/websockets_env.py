@@ -19,6 +19,8 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # Keys whose default (None) says nothing about their type.
 LIST_KEYS = frozenset({"allowed_origins"})
+# "MESSAGES/SECONDS" (120/60), or 0 / off for none.
+RATE_KEYS = frozenset({"message_rate_limit"})
 
 
 def variable_name(key: str) -> str:
@@ -39,6 +41,8 @@ def _parse(key: str, default: Any, raw: str) -> Any:
     word = raw.lower()
     if key in LIST_KEYS:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if key in RATE_KEYS:
+        return _parse_rate(key, raw)
     if key == "token_bound_to_session" and word == "auto":
         return "auto"
     if isinstance(default, bool) or key == "token_bound_to_session":
@@ -57,6 +61,19 @@ def _parse(key: str, default: Any, raw: str) -> Any:
         except ValueError:
             raise _invalid(key, raw, "a number") from None
     return raw
+
+
+def _parse_rate(key: str, raw: str) -> tuple[int, float] | None:
+    if raw.lower() in FALSE_WORDS | {"none"}:
+        return None
+    messages, slash, seconds = raw.partition("/")
+    try:
+        rate = (int(messages), float(seconds))
+    except ValueError:
+        rate = None
+    if not slash or rate is None or rate[0] < 0 or not 0 < rate[1] < float("inf"):
+        raise _invalid(key, raw, "MESSAGES/SECONDS such as 120/60, or off")
+    return None if rate[0] == 0 else rate
 
 
 def _invalid(key: str, raw: str, wanted: str) -> ImproperlyConfigured:

@@ -14,6 +14,7 @@ from django.db import close_old_connections
 from django_aws_api_gateway_websockets.testing.pytest_plugin import (  # noqa: F401
     api_gateway,
     websocket_client,
+    websocket_message_rate_reset,
     websocket_outbox,
     websocket_session,
 )

@@ -70,11 +70,13 @@ class LoadConfig:
         return self.users or self.clients
 
     def gateway_env(self) -> dict[str, str]:
-        """Rate limits high enough for every client to connect from 127.0.0.1 in a minute."""
+        """Rate limits high enough for every client to connect from 127.0.0.1 in a minute,
+        and no per-connection message limit (a few clients may carry the whole load)."""
         limit = str(max(20, 2 * self.clients))
         return {
             "WEBSOCKETS_RATE_LIMIT_MAX_ATTEMPTS": limit,
             "WEBSOCKETS_TOKEN_RATE_LIMIT_PER_MINUTE": limit,
+            "WEBSOCKETS_MESSAGE_RATE_LIMIT": "off",
         }
 
 

@@ -196,15 +196,21 @@ def test_wrong_path_is_404(gateway):
     assert refused.value.response.status_code == 404
 
 
-def test_maximum_connection_duration(gateway, stub):
-    with connect(gateway.websocket_url) as ws, pytest.raises(ConnectionClosed) as closed:
-        while True:
-            ws.recv(timeout=5)
-    assert closed.value.rcvd.code == 1001
-    wait_for(lambda: stub.of_type("DISCONNECT"))
-    assert stub.of_type("DISCONNECT")[0]["requestContext"]["disconnectReason"] == (
-        "Connection duration limit"
-    )
+def test_maximum_connection_duration(gateway, stub, caplog):
+    """As API Gateway at 2 hours: 1001 "Going away", the same frame as its idle close; only
+    the gateway's log line tells the two apart."""
+    with caplog.at_level(logging.INFO, logger="django_aws_api_gateway_websockets.local_gateway"):
+        with connect(gateway.websocket_url) as ws, pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "Going away")
+        wait_for(lambda: stub.of_type("DISCONNECT"))
+    context = stub.of_type("DISCONNECT")[0]["requestContext"]
+    assert (context["disconnectStatusCode"], context["disconnectReason"]) == (1001, "Going away")
+    lines = [r.getMessage() for r in caplog.records if "maximum duration" in r.getMessage()]
+    assert lines == [
+        f"Connection {context['connectionId']} reached the maximum duration of 1.5 s: closed (1001)"
+    ]
 
 
 def test_post_during_connect_is_gone(gateway, stub):

@@ -39,6 +39,8 @@ CHOSEN = {
     "integration_secret": ("s3cret", "s3cret"),
     "local_gateway_verify_signature": ("off", False),
     "local_gateway_idle_timeout": ("2.5", 2.5),
+    "message_rate_limit": ("30/10", (30, 10.0)),
+    "local_gateway_max_duration": ("3.5", 3.5),
 }
 
 

@@ -386,6 +386,16 @@ class LocalApiGateway:
                 log_client_gone(f"connection {info.connection_id}", connection.lost)
             await self._disconnect(connection)
 
+    async def _close_at_max_duration(self, connection: LocalConnection) -> None:
+        """API Gateway's 2-hour maximum: the same 1001 "Going away" as its idle close (a client
+        cannot tell them apart by the close frame), so only the log line says which it was."""
+        logger.info(
+            "Connection %s reached the maximum duration of %g s: closed (1001)",
+            connection.info.connection_id,
+            self.limits.max_connection_duration,
+        )
+        await connection.close(int(CloseCode.GOING_AWAY), "Going away")
+
     async def _converse(self, connection: LocalConnection, reader: asyncio.StreamReader) -> None:
         """Read frames until the socket closes; each whole text message becomes an event."""
         protocol = connection.protocol
@@ -397,7 +407,7 @@ class LocalApiGateway:
             while protocol.state is not State.CLOSED and connection.open:
                 timeout = min(self.limits.idle_timeout, deadline - time.monotonic())
                 if timeout <= 0:
-                    await connection.close(int(CloseCode.GOING_AWAY), "Connection duration limit")
+                    await self._close_at_max_duration(connection)
                     break
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=timeout)
@@ -411,9 +421,7 @@ class LocalApiGateway:
                         )
                         await connection.close(int(CloseCode.GOING_AWAY), "Going away")
                     else:
-                        await connection.close(
-                            int(CloseCode.GOING_AWAY), "Connection duration limit"
-                        )
+                        await self._close_at_max_duration(connection)
                     break
                 except OSError as error:
                     if not client_went_away(error):

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.test import TestCase
 
+from ..message_rate import limiter
 from .client import WebSocketClient
 from .outbox import Outbox, capture_sends
 
@@ -22,6 +23,8 @@ class WebSocketTestMixin:
     def setUp(self) -> None:
         super().setUp()  # type: ignore[misc]
         self.websocket_outbox = self.enterContext(capture_sends())  # type: ignore[attr-defined]
+        # The message rate limit is per process: each test's connections start afresh.
+        limiter.clear()
 
     def websocket_client(self, *args: Any, **kwargs: Any) -> WebSocketClient:
         """A ``WebSocketClient`` (same arguments) whose sends land in this test's outbox."""

@@ -12,6 +12,17 @@ from typing import Any
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def websocket_message_rate_reset() -> Iterator[None]:
+    """Every test starts with full message rate buckets: the limit is per process, and tests
+    reuse connection ids (``connection-1``) far faster than 120 messages a minute."""
+    from ..message_rate import limiter
+
+    limiter.clear()
+    yield
+    limiter.clear()
+
+
 @pytest.fixture
 def api_gateway(db: Any) -> Any:
     """The testing guide's ``ApiGateway`` (``api_id="abc123"``, stage ``test``)."""

@@ -57,7 +57,13 @@ class Command(BaseCommand):
             help="Seconds without a frame from the client before its socket is closed with 1001 "
             "(AWS: 600); also WEBSOCKETS['local_gateway_idle_timeout'].",
         )
-        parser.add_argument("--max-duration", type=float, default=7200, help="Seconds (AWS: 7200).")
+        parser.add_argument(
+            "--max-duration",
+            type=float,
+            default=None,
+            help="Seconds a connection may live before its socket is closed with 1001 "
+            "(AWS: 7200); also WEBSOCKETS['local_gateway_max_duration'].",
+        )
         parser.add_argument("--workers", type=int, default=8, help="Concurrent invocations.")
         parser.add_argument(
             "--nostatic",
@@ -80,7 +86,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["idle_timeout"] is None:
-            options["idle_timeout"] = idle_timeout_setting()
+            options["idle_timeout"] = seconds_setting("local_gateway_idle_timeout")
+        if options["max_duration"] is None:
+            options["max_duration"] = seconds_setting("local_gateway_max_duration")
         if options["idle_timeout"] <= 0 or options["max_duration"] <= 0:
             raise CommandError("--idle-timeout and --max-duration must be positive.")
         stage_problem = naming.stage_name_problem(options["stage"])
@@ -144,14 +152,14 @@ class Command(BaseCommand):
         self.stdout.write("Stopped.")
 
 
-def idle_timeout_setting() -> float:
-    """``WEBSOCKETS["local_gateway_idle_timeout"]`` as seconds; a clear error if it is not."""
-    value = websocket_setting("local_gateway_idle_timeout")
+def seconds_setting(name: str) -> float:
+    """``WEBSOCKETS[name]`` as seconds; a clear error if it is not."""
+    value = websocket_setting(name)
     try:
         return float(value)
     except (TypeError, ValueError):
         raise CommandError(
-            f"WEBSOCKETS['local_gateway_idle_timeout'] must be a number of seconds, not {value!r}."
+            f"WEBSOCKETS[{name!r}] must be a number of seconds, not {value!r}."
         ) from None
 
 
