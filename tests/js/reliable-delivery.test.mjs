@@ -534,3 +534,65 @@ describe("the 2-hour maximum", () => {
     }
   });
 });
+
+describe("stalled connections", () => {
+  const pong = { type: "pong" };
+
+  test("a socket that answered pings and then goes silent is given up and replaced with since", async () => {
+    const env = start({ keepaliveSeconds: 5, pongTimeoutSeconds: 2, random: () => 0 });
+    const socket = await connectOpen(env);
+    socket.simulateMessage(chat(1));
+    env.clock.advance(5000); // first ping
+    socket.simulateMessage(pong); // the route answers pings
+    env.clock.advance(5000); // second ping: never answered (the path died, no close)
+    env.clock.advance(1999);
+    assert.deepEqual(socket.closeCalls, [], "within the timeout nothing happens");
+    env.clock.advance(1);
+    assert.deepEqual(socket.closeCalls, [{ code: 4000, reason: "No answer to keepalive" }]);
+    assert.equal(env.client.state, "reconnecting");
+    env.clock.advance(1000); // the backoff
+    await flush();
+    const fresh = env.lastSocket();
+    assert.notEqual(fresh, socket);
+    assert.equal(sinceOf(fresh), "1", "resumes where the stalled socket left off");
+    fresh.simulateOpen();
+    await flush();
+    assert.equal(env.client.state, "open");
+    socket.simulateClose(1006); // the browser gives up on the old one much later
+    assert.equal(env.client.state, "open", "the old socket's late close changes nothing");
+  });
+
+  test("any message after a ping counts as an answer", async () => {
+    const env = start({ keepaliveSeconds: 5, pongTimeoutSeconds: 2 });
+    const socket = await connectOpen(env);
+    env.clock.advance(5000);
+    socket.simulateMessage(pong);
+    env.clock.advance(5000);
+    socket.simulateMessage(chat(1)); // a broadcast arrives before the pong
+    env.clock.advance(5000 + 1500); // the next ping, then 1.5 s of silence
+    socket.simulateMessage(chat(2));
+    env.clock.advance(3000);
+    assert.deepEqual(socket.closeCalls, []);
+    assert.equal(env.client.state, "open");
+  });
+
+  test("without a pong ever (a gateway with no route responses) silence is not a stall", async () => {
+    const env = start({ keepaliveSeconds: 5, pongTimeoutSeconds: 2 });
+    const socket = await connectOpen(env);
+    env.clock.advance(60000);
+    assert.deepEqual(socket.closeCalls, []);
+    assert.equal(env.client.state, "open");
+  });
+
+  test("pongTimeoutSeconds 0 turns the check off; bad values are a clear TypeError", async () => {
+    const env = start({ keepaliveSeconds: 5, pongTimeoutSeconds: 0 });
+    const socket = await connectOpen(env);
+    env.clock.advance(5000);
+    socket.simulateMessage(pong);
+    env.clock.advance(60000);
+    assert.deepEqual(socket.closeCalls, []);
+    for (const pongTimeoutSeconds of [-1, "10", Number.NaN, null]) {
+      assert.throws(() => start({ pongTimeoutSeconds }), /pongTimeoutSeconds/);
+    }
+  });
+});

@@ -361,6 +361,12 @@ export class WebSocketClient {
   #clearInterval;
   #keepaliveMs;
   #maxConnectionMs;
+  #pongTimeoutMs;
+  #stall = null; // timer: the socket has not answered the last ping
+  // Sockets whose pings have been answered once: the route answers pings, so
+  // silence after a ping means the connection stalled (a dead network path
+  // that never closes), not a gateway without route responses.
+  #answersPings = new WeakSet();
   #maxMessageBytes;
   #logger;
   #sequencer;
@@ -407,6 +413,7 @@ export class WebSocketClient {
     gapWaitMs = 3000,
     maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
     maxConnectionSeconds = 7000,
+    pongTimeoutSeconds = 10,
     logger = console,
   } = {}) {
     if (!url) throw new TypeError("WebSocketClient needs the API Gateway `url` (wss://…)");
@@ -416,6 +423,7 @@ export class WebSocketClient {
     checkDuration("keepaliveSeconds", keepaliveSeconds, "seconds", "0 turns the keepalive off");
     checkDuration("gapWaitMs", gapWaitMs, "milliseconds", "0 asks for a replay at once");
     checkDuration("maxConnectionSeconds", maxConnectionSeconds, "seconds", "0 turns the replacement off");
+    checkDuration("pongTimeoutSeconds", pongTimeoutSeconds, "seconds", "0 turns stall detection off");
     if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes < 1) {
       throw new TypeError("`maxMessageBytes` must be a whole number of bytes >= 1 (API Gateway's limit: 131072)");
     }
@@ -433,6 +441,7 @@ export class WebSocketClient {
     this.#clearInterval = (...args) => clearInterval(...args);
     this.#keepaliveMs = keepaliveSeconds * 1000;
     this.#maxConnectionMs = maxConnectionSeconds * 1000;
+    this.#pongTimeoutMs = pongTimeoutSeconds * 1000;
     this.#maxMessageBytes = maxMessageBytes;
     this.#getCsrfToken = getCsrfToken;
     this.#backoff = { baseDelay, maxDelay, factor, jitter, random };
@@ -642,7 +651,7 @@ export class WebSocketClient {
     this.#stopConnectionTimers();
     this.#replacement?.close(1000, "Connection lost");
     this.#replacement = null;
-    this.#scheduleReconnect(`connection lost (code ${code})`);
+    this.#scheduleReconnect(typeof code === "number" ? `connection lost (code ${code})` : code);
   }
 
   #stopConnectionTimers() {
@@ -658,7 +667,12 @@ export class WebSocketClient {
     this.#stopKeepalive();
     if (this.#keepaliveMs === 0) return;
     this.#keepalive = this.#setInterval(() => {
-      if (socket === this.#socket && socket.readyState === OPEN) socket.send(PING);
+      if (socket !== this.#socket || socket.readyState !== OPEN) return;
+      socket.send(PING);
+      if (this.#pongTimeoutMs > 0 && this.#answersPings.has(socket) && this.#stall === null) {
+        this.#stall = this.#setTimeout(() => this.#stalled(socket), this.#pongTimeoutMs);
+        this.#stall?.unref?.();
+      }
     }, this.#keepaliveMs);
     // Node (tests, scripts): the interval alone must not keep the process alive.
     this.#keepalive?.unref?.();
@@ -667,6 +681,22 @@ export class WebSocketClient {
   #stopKeepalive() {
     if (this.#keepalive !== null) this.#clearInterval(this.#keepalive);
     this.#keepalive = null;
+    this.#clearStall();
+  }
+
+  #clearStall() {
+    if (this.#stall !== null) this.#clearTimeout(this.#stall);
+    this.#stall = null;
+  }
+
+  // Nothing came back within pongTimeoutSeconds of a ping: the browser may not
+  // notice a dead path for many minutes, so give the socket up now and
+  // reconnect (since=lastSeq replays what the stall held back).
+  #stalled(socket) {
+    this.#stall = null;
+    if (socket !== this.#socket) return;
+    socket.close(4000, "No answer to keepalive");
+    this.#lost(`no answer to keepalive in ${this.#pongTimeoutMs / 1000} s`);
   }
 
   // API Gateway closes every connection after 2 hours. Before that, open a
@@ -767,6 +797,8 @@ export class WebSocketClient {
 
   // One frame of a socket: the library's own messages are handled here, the rest go to handlers.
   #receive(data, socket, parts, current) {
+    // Anything arriving proves the path works: the stall check waits no longer.
+    if (socket === this.#socket) this.#clearStall();
     const message = parseObject(data);
     if (message === null) {
       this.#logger.warn("Ignoring WebSocket message that is not a JSON object:", data);
@@ -778,6 +810,7 @@ export class WebSocketClient {
     }
     switch (message.type) {
       case PONG_TYPE: // the answer to our keepalive ping is not the page's business
+        this.#answersPings.add(socket);
         return;
       case PART_TYPE: {
         const whole = parts.add(message);
