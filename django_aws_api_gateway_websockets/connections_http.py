@@ -897,10 +897,13 @@ class FanOut:
         while True:
             # Only a retry has a deadline: the first try is always made.
             grant = bucket.reserve(self.deadline if throttled else None)
+            while grant is not None and grant.delay:
+                await asyncio.sleep(grant.delay)
+                if not bucket.stale(grant):
+                    break
+                grant = bucket.reserve(self.deadline if throttled else None)
             if grant is None:
                 return self._failed(connection_id, THROTTLE_DEADLINE, Outcome.THROTTLED)
-            if grant.delay:
-                await asyncio.sleep(grant.delay)
             # Signed after the wait: the signature's date is the request's.
             response = await pool.post(_request(path, target, signer, payload))
             outcome = classify(response.status, response.error_type)

@@ -10,7 +10,9 @@ every second without one gives back 10 % of the setting, up to the setting.
 
 The bucket never sleeps itself: ``reserve`` says how long to wait, and the caller waits
 (``time.sleep`` in a thread, ``await asyncio.sleep`` on the loop), so the event loop is never
-blocked. Pure: no Django models, no boto3, no network.
+blocked. A caller whose wait spans a halving takes a new token (``stale``): the posts queued
+at the old rate would otherwise go out at it, into more throttling. Pure: no Django models,
+no boto3, no network.
 """
 
 from __future__ import annotations
@@ -106,9 +108,15 @@ class SendRate:
             self.generation += 1
             self.halvings += 1
             self.rate = max(self.rate / 2, self.floor)
-            # The server said we are over its rate: no saved-up burst on top of that.
-            self.tokens = min(self.tokens, 0.0)
+            # The server said we are over its rate: no saved-up burst on top of that. The
+            # queue is dropped too: its posts, timed at the old rate, take new tokens (stale).
+            self.tokens = 0.0
             return True
+
+    def stale(self, grant: Grant) -> bool:
+        """Whether the rate was halved since ``grant``: a post still waiting on it must
+        ``reserve`` again rather than go out on the old rate's schedule."""
+        return grant.generation != self.generation
 
 
 _LIMITER: SendRate | None = None

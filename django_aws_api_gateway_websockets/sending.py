@@ -122,11 +122,10 @@ def _post(
         grant = None
         if bucket is not None:
             # Only a retry has a deadline: the first try is always made.
-            grant = bucket.reserve(deadline if throttled else None)
+            grant = _take_token(bucket, deadline if throttled else None, pause)
             if grant is None and throttled is not None:
                 raise throttled  # the retry could not start before the deadline
-            pause = max(pause, grant.delay if grant else 0.0)
-        if pause:
+        elif pause:
             time.sleep(pause)
         try:
             response = client.post_to_connection(ConnectionId=connection_id, Data=payload)
@@ -145,6 +144,23 @@ def _post(
             # Paced by the bucket alone in a fan-out; a single send also backs off.
             pause = 0.0 if paced else backoff.delay(attempt)
             attempt += 1
+
+
+def _take_token(
+    bucket: send_rate.SendRate, deadline: float | None, pause: float
+) -> send_rate.Grant | None:
+    """Sleep ``pause`` (a back-off) and until ``bucket`` grants a token; None if that could
+    not be before ``deadline``. A wait that spans a halving takes a new token."""
+    while True:
+        grant = bucket.reserve(deadline)
+        if grant is None:
+            return None
+        wait = max(pause, grant.delay)
+        if wait:
+            time.sleep(wait)
+        if not wait or not bucket.stale(grant):
+            return grant
+        pause = 0.0
 
 
 def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
