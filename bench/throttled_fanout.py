@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=20)
     parser.add_argument("--transport", default="auto", choices=["auto", "boto3"])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--send-rate-limit", type=int, default=3000, help="for the throttled run; 0: no bucket"
+    )
     env_url = os.environ.get("DATABASE_URL", "")
     parser.add_argument(
         "--database-url", default=env_url if env_url.startswith("postgres") else None
@@ -173,7 +176,9 @@ def main() -> None:
         make_room(open_gateway, "room", arguments.compare_size)
         base_settings = {"fanout_transport": arguments.transport}
 
-        seconds, report, server = broadcast(throttled_base, "big", base_settings)
+        seconds, report, server = broadcast(
+            throttled_base, "big", {**base_settings, "send_rate_limit": arguments.send_rate_limit}
+        )
         bucket = send_rate.limiter()
         throttled = {
             "bench": "throttled_fanout",

@@ -320,3 +320,34 @@ def test_posts_still_throttled_at_the_deadline_are_counted_failed_with_one_log_l
     assert lines[0].startswith("5 post(s) to @connections failed") and THROTTLE_DEADLINE in lines[0]
     # Failed is not gone: the sessions stay connected.
     assert WebSocketSession.objects.filter(connected=True).count() == 25
+
+
+# --------------------------------------------------------------------------- system checks
+
+
+@pytest.mark.parametrize(
+    ("websockets", "check_id"),
+    [
+        ({"send_rate_limit": -1}, "E006"),
+        ({"send_rate_limit": "3000"}, "E006"),
+        ({"send_rate_limit": 2.5}, "E006"),
+        ({"send_throttle_deadline_seconds": -1}, "E012"),
+        ({"send_throttle_deadline_seconds": "25"}, "E012"),
+        ({"send_throttle_deadline_seconds": True}, "E012"),
+    ],
+)
+def test_bad_throttle_settings_are_reported_at_start_up(settings, websockets, check_id):
+    from django_aws_api_gateway_websockets.checks import check_websocket_settings
+
+    settings.WEBSOCKETS = websockets
+    found = [error.id for error in check_websocket_settings()]
+    assert f"django_aws_api_gateway_websockets.{check_id}" in found
+    key = next(iter(websockets))
+    assert any(key in error.msg for error in check_websocket_settings())
+
+
+def test_good_throttle_settings_pass_the_checks(settings):
+    from django_aws_api_gateway_websockets.checks import check_websocket_settings
+
+    settings.WEBSOCKETS = {"send_rate_limit": 0, "send_throttle_deadline_seconds": 2.5}
+    assert not [e for e in check_websocket_settings() if "send_" in e.msg]
