@@ -79,6 +79,18 @@ def test_answers_to_posts_sent_at_the_old_rate_halve_it_once(clock):
     assert bucket.rate == 250
 
 
+def test_posts_queued_at_the_old_rate_take_a_new_token_after_a_halving(clock):
+    """Otherwise the posts waiting in the queue would go out on the old rate's schedule."""
+    bucket = SendRate(10, clock)
+    waits(bucket, 10)
+    queued = bucket.reserve()
+    assert queued.delay == pytest.approx(0.1) and not bucket.stale(queued)
+    bucket.throttled(bucket.reserve())
+    assert bucket.stale(queued)
+    # The queue was dropped with the halving: the new token comes at the new rate (10/s floor).
+    assert bucket.reserve().delay == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize(("limit", "floor"), [(3000, 30), (100, 10), (5, 5)])
 def test_the_rate_never_falls_below_one_percent_or_ten_a_second(clock, limit, floor):
     bucket = SendRate(limit, clock)
