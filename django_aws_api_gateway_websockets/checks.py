@@ -19,7 +19,7 @@ POSITIVE_INTEGER_KEYS = (
     "http_concurrency",
     "max_message_bytes",
 )
-NON_NEGATIVE_INTEGER_KEYS = ("fanout_invocation_batch",)
+NON_NEGATIVE_INTEGER_KEYS = ("fanout_invocation_batch", "send_rate_limit")
 
 
 @checks.register()
@@ -93,6 +93,16 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                         id=f"django_aws_api_gateway_websockets.{check_id}",
                     )
                 )
+    deadline = configured.get("send_throttle_deadline_seconds", 1.0)
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
+        errors.append(
+            checks.Error(
+                "WEBSOCKETS['send_throttle_deadline_seconds'] must be a number of seconds "
+                f"(0 or more), not {deadline!r}.",
+                hint="How long a fan-out retries throttled posts (default 25).",
+                id="django_aws_api_gateway_websockets.E009",
+            )
+        )
     if configured.get("fanout_transport", "auto") not in ("auto", "boto3"):
         errors.append(
             checks.Error(

@@ -30,12 +30,19 @@ DEFAULTS: dict[str, Any] = {
     # running Lambda function). 0: off.
     "fanout_invocation_batch": 0,
     "fanout_function_name": "",
-    # Retries of a throttled post_to_connection call, and the first back-off in seconds.
+    # Retries of a throttled post_to_connection call (a single send; a fan-out too when
+    # send_rate_limit is 0), and the first back-off in seconds.
     "send_max_retries": 5,
     "send_retry_base_delay": 0.05,
     # Largest message (its UTF-8 JSON, in bytes) a send accepts; one over API Gateway's
     # 128 KiB is posted in parts that the browser client reassembles. Larger: ValueError.
     "max_message_bytes": 1_048_576,
+    # Posts to @connections per second from this process, every send path together (burst: one
+    # second's worth); halved on throttling, recovered 10 % a second. 0: unlimited.
+    "send_rate_limit": 3000,
+    # With send_rate_limit on, a fan-out retries throttled posts until this many seconds after
+    # it began (instead of send_max_retries times); then they count as failed.
+    "send_throttle_deadline_seconds": 25.0,
     # Origins (scheme://host[:port]) allowed to open sockets besides the socket's own host and
     # the site that issued the connect's token. None means "use CSRF_TRUSTED_ORIGINS".
     "allowed_origins": None,

@@ -40,6 +40,7 @@ from urllib.request import getproxies, proxy_bypass
 
 from .aws import moto_is_mocking
 from .send_policy import Outcome, backoff_delay, classify
+from .send_rate import THROTTLE_DEADLINE, SendRate, throttle_deadline_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -715,6 +716,11 @@ class FanOut:
     base_delay: float
     on_result: Callable[[str, str], None]
     max_in_flight: int = 0
+    # The process's ``send_rate`` bucket: every try takes a token (awaiting it, never blocking
+    # the loop) and throttled posts are retried until ``deadline`` (the bucket's clock; default
+    # send_throttle_deadline_seconds from now) instead of ``max_retries`` times.
+    limiter: SendRate | None = None
+    deadline: float | None = None
     _transport: Transport = field(init=False)
     _room: threading.Semaphore = field(init=False)
     # Submitted, not yet started: handed to the loop in batches (one wake-up, not one each).
@@ -736,6 +742,8 @@ class FanOut:
         self.max_in_flight = self.max_in_flight or self.concurrency * 4
         self._room = threading.Semaphore(self.max_in_flight)
         self._transport = shared_transport()
+        if self.limiter is not None and self.deadline is None:
+            self.deadline = self.limiter.clock() + throttle_deadline_seconds()
 
     def submit(self, target: Target, signer: Signer, payload: bytes, connection_id: str) -> None:
         self.submit_posts(target, ((signer, payload),), connection_id)
@@ -865,16 +873,12 @@ class FanOut:
     ) -> Outcome:
         path = connection_path(target, connection_id)
         pool = self._transport.pool(target.address, self.concurrency)
+        if self.limiter is not None:
+            return await self._post_paced(
+                self.limiter, pool, path, target, signer, payload, connection_id
+            )
         for attempt in range(self.max_retries + 1):
-            head = [
-                f"POST {path} HTTP/1.1",
-                f"Host: {target.host_header}",
-                *(f"{name}: {value}" for name, value in signer.headers(path)),
-                f"Content-Length: {len(payload)}",
-                "",
-                "",
-            ]
-            response = await pool.post("\r\n".join(head).encode("latin-1") + payload)
+            response = await pool.post(_request(path, target, signer, payload))
             status, error_type = response.status, response.error_type
             outcome = classify(status, error_type)
             if outcome is Outcome.FAILED:
@@ -889,3 +893,51 @@ class FanOut:
             f"still throttled after {self.max_retries} retries",
             Outcome.THROTTLED,
         )
+
+    async def _post_paced(
+        self,
+        bucket: SendRate,
+        pool: _Pool,
+        path: str,
+        target: Target,
+        signer: Signer,
+        payload: bytes,
+        connection_id: str,
+    ) -> Outcome:
+        """Each try after a token of ``bucket``; throttled posts again until the deadline."""
+        throttled = False
+        while True:
+            # Only a retry has a deadline: the first try is always made.
+            grant = bucket.reserve(self.deadline if throttled else None)
+            while grant is not None and grant.delay:
+                await asyncio.sleep(grant.delay)
+                if not bucket.stale(grant):
+                    break
+                grant = bucket.reserve(self.deadline if throttled else None)
+            if grant is None:
+                return self._failed(connection_id, THROTTLE_DEADLINE, Outcome.THROTTLED)
+            # Signed after the wait: the signature's date is the request's.
+            response = await pool.post(_request(path, target, signer, payload))
+            outcome = classify(response.status, response.error_type)
+            if outcome is Outcome.FAILED:
+                return self._failed(
+                    connection_id, f"HTTP {response.status} {response.error_type}".rstrip()
+                )
+            if outcome is not Outcome.THROTTLED:
+                return outcome
+            # Throttled: the server refused this message, so sending it again is safe.
+            bucket.throttled(grant)
+            throttled = True
+
+
+def _request(path: str, target: Target, signer: Signer, payload: bytes) -> bytes:
+    """The signed ``POST`` of ``payload`` to ``path`` at ``target``, head and body."""
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {target.host_header}",
+        *(f"{name}: {value}" for name, value in signer.headers(path)),
+        f"Content-Length: {len(payload)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(head).encode("latin-1") + payload

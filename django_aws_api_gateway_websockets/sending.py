@@ -4,7 +4,8 @@ A payload is JSON-encoded once and size-checked (``WEBSOCKETS["max_message_bytes
 any network call; one over API Gateway's 128 KiB is posted as parts (``message_parts``), in
 order, and a connection counts as delivered once all its parts are. A connection that
 API Gateway reports gone (``GoneException``, HTTP 410) is normal: its session is marked
-disconnected. Throttling is retried with jittered exponential back-off (``send_policy``);
+disconnected. Every post is paced by the process's ``send_rate`` bucket; throttling is retried
+through it (and, for a single send, with jittered exponential back-off: ``send_policy``);
 other errors surface (single send) or are counted (fan-out), so one bad connection never
 stops a broadcast. This module never imports ``models``: it works on the querysets and
 sessions it is given and reaches AWS through ``aws``.
@@ -24,7 +25,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
-from . import aws, message_parts
+from . import aws, message_parts, send_rate
 from .conf import websocket_setting
 from .connections_http import FanOut, Signer, Target, address_for, shared_transport, target_for
 from .fanout_dispatch import fanout_function, queue_batches
@@ -100,19 +101,44 @@ def post_to_connection(
     client: Any, connection_id: str, payload: bytes, backoff: Backoff | None = None
 ) -> Outcome:
     """Post ``payload`` to one connection: ``DELIVERED`` or ``GONE``; throttling is retried
-    per ``backoff`` (default: the settings); other errors, and throttling after the last
-    retry, raise botocore's ``ClientError``."""
+    per ``backoff`` (default: the settings), each try paced by ``send_rate``; other errors,
+    and throttling after the last retry, raise botocore's ``ClientError``."""
     return _post(client, connection_id, payload, backoff)[0]
 
 
 def _post(
-    client: Any, connection_id: str, payload: bytes, backoff: Backoff | None = None
+    client: Any,
+    connection_id: str,
+    payload: bytes,
+    backoff: Backoff | None = None,
+    deadline: float | None = None,
 ) -> tuple[Outcome, Any]:
-    """``post_to_connection`` that also returns the client's response (None when gone)."""
+    """``post_to_connection`` that also returns the client's response (None when gone).
+
+    Every try first takes a token of the process's ``send_rate`` bucket (waiting for it).
+    ``deadline`` (a time of the bucket's clock) is a fan-out's: a throttled post is then
+    retried through the bucket until it passes, however many tries that takes. Without it (a
+    single send) at most ``backoff.max_retries`` retries, each after its back-off pause,
+    within ``send_throttle_deadline_seconds``. Only throttled posts are tried again: the
+    server refused them, so nothing is delivered twice."""
     backoff = backoff or Backoff.from_settings()
+    bucket = send_rate.limiter()
+    paced = bucket is not None and deadline is not None
+    if bucket is not None and deadline is None:
+        deadline = bucket.clock() + send_rate.throttle_deadline_seconds()
     client_error = aws.client_error()
     attempt = 0
+    pause = 0.0
+    throttled: Exception | None = None
     while True:
+        grant = None
+        if bucket is not None:
+            # Only a retry has a deadline: the first try is always made.
+            grant = _take_token(bucket, deadline if throttled else None, pause)
+            if grant is None and throttled is not None:
+                raise throttled  # the retry could not start before the deadline
+        elif pause:
+            time.sleep(pause)
         try:
             response = client.post_to_connection(ConnectionId=connection_id, Data=payload)
             return Outcome.DELIVERED, response
@@ -120,10 +146,33 @@ def _post(
             outcome = classify(aws.http_status(error), aws.error_code(error))
             if outcome is Outcome.GONE:
                 return outcome, None
-            if outcome is not Outcome.THROTTLED or attempt >= backoff.max_retries:
+            if outcome is not Outcome.THROTTLED:
                 raise
-            time.sleep(backoff.delay(attempt))
+            if bucket is not None and grant is not None:
+                bucket.throttled(grant)
+            if not paced and attempt >= backoff.max_retries:
+                raise
+            throttled = error
+            # Paced by the bucket alone in a fan-out; a single send also backs off.
+            pause = 0.0 if paced else backoff.delay(attempt)
             attempt += 1
+
+
+def _take_token(
+    bucket: send_rate.SendRate, deadline: float | None, pause: float
+) -> send_rate.Grant | None:
+    """Sleep ``pause`` (a back-off) and until ``bucket`` grants a token; None if that could
+    not be before ``deadline``. A wait that spans a halving takes a new token."""
+    while True:
+        grant = bucket.reserve(deadline)
+        if grant is None:
+            return None
+        wait = max(pause, grant.delay)
+        if wait:
+            time.sleep(wait)
+        if not wait or not bucket.stale(grant):
+            return grant
+        pause = 0.0
 
 
 def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
@@ -163,21 +212,28 @@ def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | No
 
 
 def _send_logged(
-    client: Any, connection_id: str, posts: list[bytes], backoff: Backoff
+    client: Any,
+    connection_id: str,
+    posts: list[bytes],
+    backoff: Backoff,
+    deadline: float | None = None,
 ) -> tuple[Outcome, str]:
-    """Fan-out worker: ``post_to_connection`` of each post in order (stopping at the first
-    that is not delivered), but a failure is an outcome and its reason (logged once per
-    reason by the broadcast), never an exception."""
+    """Fan-out worker: ``post_to_connection`` of each post in order, stopping at the first
+    that is not delivered (throttling retried until ``deadline`` when the rate limit is on),
+    but a failure is an outcome and its reason (logged once per reason by the broadcast),
+    never an exception."""
     try:
         outcome = Outcome.DELIVERED
         for payload in posts:
-            outcome = post_to_connection(client, connection_id, payload, backoff)
+            outcome = _post(client, connection_id, payload, backoff, deadline)[0]
             if outcome is not Outcome.DELIVERED:
                 break
         return outcome, ""
     except aws.client_error() as error:
         outcome = classify(aws.http_status(error), aws.error_code(error))
         if outcome is Outcome.THROTTLED:
+            if deadline is not None:
+                return outcome, send_rate.THROTTLE_DEADLINE
             return outcome, f"still throttled after {backoff.max_retries} retries"
         return Outcome.FAILED, aws.describe(error)
     except Exception as error:
@@ -198,6 +254,12 @@ class _Broadcast:
         self.use_http = websocket_setting("fanout_transport") != "boto3"
         self.http_slots = max(self.concurrency, int(websocket_setting("http_concurrency")))
         self.backoff = Backoff.from_settings()
+        # One bucket for every post of the process; with it, throttled posts are retried
+        # until the deadline (the bucket's clock), counted from the fan-out's start.
+        self.bucket = send_rate.limiter()
+        self.deadline = (
+            self.bucket.clock() + send_rate.throttle_deadline_seconds() if self.bucket else None
+        )
         self.clients: dict[str, Any] = {}
         self.targets: dict[str, tuple[Target, list[tuple[Signer, bytes]]] | None] = {}
         # Endpoints whose client could not be set up -> why (their sessions count as failed).
@@ -274,6 +336,8 @@ class _Broadcast:
                     max_retries=self.backoff.max_retries,
                     base_delay=self.backoff.base_delay,
                     on_result=lambda cid, outcome: self.http_outcomes.append((cid, outcome)),
+                    limiter=self.bucket,
+                    deadline=self.deadline,
                 )
             target, signed = http
             self.fan_out.submit_posts(target, signed, connection_id)
@@ -282,7 +346,9 @@ class _Broadcast:
             self.pool = ThreadPoolExecutor(
                 max_workers=self.concurrency, thread_name_prefix="ws-send"
             )
-        future = self.pool.submit(_send_logged, client, connection_id, self.posts, self.backoff)
+        future = self.pool.submit(
+            _send_logged, client, connection_id, self.posts, self.backoff, self.deadline
+        )
         self.in_flight[future] = connection_id
         if len(self.in_flight) >= self.concurrency * 4:
             done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)

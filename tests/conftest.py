@@ -88,3 +88,11 @@ def fresh_exception_mail_interval():
     from django_aws_api_gateway_websockets import views
 
     views._LAST_MAIL.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_send_rate():
+    """Each test starts with a full send-rate bucket (it is per process, like the loop)."""
+    from django_aws_api_gateway_websockets import send_rate
+
+    send_rate.forget_limiter()

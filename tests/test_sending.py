@@ -668,7 +668,12 @@ def test_single_send_retries_throttling_then_delivers(fake_aws, gateway_a, error
 
 
 def test_throttling_backs_off_exponentially_between_attempts(fake_aws, gateway_a, settings):
-    settings.WEBSOCKETS = {"send_retry_base_delay": 0.5, "send_max_retries": 5}
+    # The back-off alone: with the send-rate bucket on, its waits come on top (test_send_rate).
+    settings.WEBSOCKETS = {
+        "send_retry_base_delay": 0.5,
+        "send_max_retries": 5,
+        "send_rate_limit": 0,
+    }
     (session,) = make_sessions(gateway_a, "c1")
     fake_aws.script["c1"] = [throttle_error()] * 3 + ["ok"]
 
@@ -723,7 +728,10 @@ def test_fan_out_retries_throttled_sessions_then_delivers(fake_aws, gateway_a):
     assert fake_aws.attempts == {"c1": 1, "c2": 3, "c3": 1}
 
 
-def test_fan_out_counts_persistently_throttled_session_as_failed(fake_aws, gateway_a):
+def test_fan_out_counts_persistently_throttled_session_as_failed(fake_aws, gateway_a, settings):
+    # send_rate_limit 0: the fan-out gives up after send_max_retries (with it on, at the
+    # deadline: test_send_rate).
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "send_rate_limit": 0}
     make_sessions(gateway_a, "c1", "c2", "c3")
     fake_aws.script["c2"] = [throttle_error()]
 
@@ -1017,9 +1025,13 @@ def test_real_boto3_over_http_delivers_and_detects_gone(connections_server, loca
     assert connected_ids() == {"alive=", "slow"}
 
 
-def test_real_boto3_over_http_posts_are_not_repeated_by_botocore(connections_server, local_gateway):
+def test_real_boto3_over_http_posts_are_not_repeated_by_botocore(
+    connections_server, local_gateway, settings
+):
     """Our loop retries throttling; botocore's own retries are off, so attempts don't multiply
     and a failed post (not idempotent: a retry may deliver a message twice) is not repeated."""
+    # send_max_retries bounds the fan-out's retries too without the send-rate bucket.
+    settings.WEBSOCKETS = {**settings.WEBSOCKETS, "send_rate_limit": 0}
     busy, broken, fine = make_sessions(local_gateway, "busy", "broken", "fine")
     connections_server.throttle = {"busy": 100}
     connections_server.broken = {"broken"}
@@ -1234,7 +1246,12 @@ def test_a_throttled_fan_out_gives_up_as_failed_on_both_transports(
     connections_server, local_gateway, settings
 ):
     for transport in ("auto", "boto3"):
-        settings.WEBSOCKETS = {**settings.WEBSOCKETS, "fanout_transport": transport}
+        # Without the send-rate bucket: after send_max_retries (with it: test_send_rate).
+        settings.WEBSOCKETS = {
+            **settings.WEBSOCKETS,
+            "fanout_transport": transport,
+            "send_rate_limit": 0,
+        }
         connections_server.requests.clear()
         connections_server.throttle = {"busy": 100}
         WebSocketSession.objects.all().delete()

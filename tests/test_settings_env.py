@@ -30,6 +30,8 @@ CHOSEN = {
     "send_max_retries": ("2", 2),
     "send_retry_base_delay": ("0.5", 0.5),
     "max_message_bytes": ("4194304", 4194304),
+    "send_rate_limit": ("500", 500),
+    "send_throttle_deadline_seconds": ("8", 8.0),
     "allowed_origins": (
         "https://www.example.com, https://*.example.org",
         ["https://www.example.com", "https://*.example.org"],

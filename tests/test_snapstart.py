@@ -16,7 +16,7 @@ import pytest
 import snapshot_restore_py
 from django.db import connection
 
-from django_aws_api_gateway_websockets import aws, connections_http
+from django_aws_api_gateway_websockets import aws, connections_http, send_rate
 from django_aws_api_gateway_websockets.models import ApiGateway, WebSocketSession
 from django_aws_api_gateway_websockets.send_policy import backoff_delay
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler, snapstart
@@ -50,6 +50,7 @@ def test_before_snapshot_leaves_no_connection_client_loop_or_key_behind(settings
         assert room.send_message({"n": 1}).delivered == 1
         assert aws._MANAGEMENT_CLIENTS and aws._SESSIONS and connections_http._SIGNING_KEYS
         assert "ws-connections" in [thread.name for thread in threading.enumerate()]
+        assert send_rate._LIMITER is not None
 
         snapstart.before_snapshot()
 
@@ -59,6 +60,7 @@ def test_before_snapshot_leaves_no_connection_client_loop_or_key_behind(settings
         assert not aws._MANAGEMENT_CLIENTS and not aws._SESSIONS
         assert not connections_http._SIGNING_KEYS
         assert "ws-connections" not in [thread.name for thread in threading.enumerate()]
+        assert send_rate._LIMITER is None  # each copy fills its own bucket on its own clock
 
         # Rebuilt on first use, as in a fresh process.
         assert room.send_message({"n": 2}).delivered == 1

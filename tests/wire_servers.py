@@ -65,6 +65,43 @@ def ok(server: WireServer, connection_id: str, number: int) -> bytes:
     return response()
 
 
+class Throttling:
+    """A ``Reply`` that admits ``rate`` requests/s (a token bucket holding at most ``burst``)
+    and answers the rest 429 as API Gateway does: ``x-amzn-ErrorType`` and a JSON message.
+    Connection ids in ``always`` are refused every time. ``refused`` counts the 429s."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        error_type: str = "LimitExceededException",
+        always: frozenset[str] = frozenset(),
+    ) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate / 2)
+        self.error_type = error_type
+        self.always = always
+        self.tokens = self.burst
+        self.updated = time.monotonic()
+        self.refused = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, server: WireServer, connection_id: str, number: int) -> bytes:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if connection_id not in self.always and self.tokens >= 1:
+                self.tokens -= 1
+                return response()
+            self.refused += 1
+        return response(
+            "429 Too Many Requests",
+            headers=(f"x-amzn-ErrorType: {self.error_type}", "Content-Type: application/json"),
+            body=b'{"message":"Too Many Requests"}',
+        )
+
+
 @dataclass
 class Behaviour:
     reply: Reply = ok

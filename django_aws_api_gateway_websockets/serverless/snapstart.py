@@ -4,9 +4,10 @@ With SnapStart, Lambda runs the init phase once when a version is published, sna
 memory of the process and starts every cold execution environment from a copy of it. Anything
 live at that moment would be shared by all the copies: database connections, the boto3
 clients (and the credentials they resolved), the keep-alive connections and event loop of the
-fan-out, cached signing keys, and ``random``'s state (every copy would draw the same retry
-jitter). ``before_snapshot`` drops all of it; ``after_restore`` reseeds ``random``. Everything
-else is rebuilt lazily by its first use, as in a fresh process.
+fan-out, cached signing keys, the send-rate bucket (its clock readings and queue), and
+``random``'s state (every copy would draw the same retry jitter). ``before_snapshot`` drops
+all of it; ``after_restore`` reseeds ``random``. Everything else is rebuilt lazily by its
+first use, as in a fresh process.
 
 The hooks are registered through ``snapshot_restore_py`` (part of Lambda's Python runtimes)
 when it can be imported; Lambda's runtime runs them only when SnapStart is on, so they cost
@@ -51,6 +52,10 @@ def before_snapshot() -> None:
     transport = sys.modules.get("django_aws_api_gateway_websockets.connections_http")
     if transport is not None:
         transport.close_shared_transport()
+    # A bucket's clock readings and debt are this process's: each copy starts a full one.
+    send_rate = sys.modules.get("django_aws_api_gateway_websockets.send_rate")
+    if send_rate is not None:
+        send_rate.forget_limiter()
     # What init and the preloading built lives as long as every copy: out of the collector's
     # sight, or each copy's first collections would walk (and copy-on-write touch) all of it.
     gc.collect()
