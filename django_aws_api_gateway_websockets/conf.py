@@ -51,6 +51,14 @@ DEFAULTS: dict[str, Any] = {
     # Seconds runapigateway keeps a socket that receives nothing from its client before closing
     # it with 1001 "Going away", as API Gateway does after 10 minutes (--idle-timeout wins).
     "local_gateway_idle_timeout": 600.0,
+    # Replay (queryset.broadcast): how many stored messages each channel keeps, and for how
+    # long, as clearWebSocketSessions trims them (a channel's newest is always kept). None: no
+    # limit of that kind.
+    "replay_max_messages": 1000,
+    "replay_max_age_seconds": 86400,
+    # API Gateway answers 410 to posts until a $connect's handshake completes: how long the
+    # replay after a connect with ?since= keeps trying before it takes the connection as gone.
+    "replay_connect_wait_seconds": 5.0,
 }
 
 

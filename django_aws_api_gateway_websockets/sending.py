@@ -66,6 +66,8 @@ class SendReport:
     gone_connection_ids: list[str] = field(default_factory=list)
     # Handed to other invocations (WEBSOCKETS["fanout_invocation_batch"]); sent there.
     queued: int = 0
+    # The message's number in its channel's replay log (queryset.broadcast); None otherwise.
+    seq: int | None = None
 
     @property
     def attempted(self) -> int:
