@@ -119,6 +119,7 @@ def publish(channel_name: str, text: str) -> int:
         except IntegrityError:
             if attempt == PUBLISH_ATTEMPTS - 1:
                 raise
+            logger.debug("Publishing to %s lost a race for a seq; numbering again", channel_name)
     raise AssertionError("unreachable")
 
 
