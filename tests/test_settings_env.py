@@ -38,6 +38,9 @@ CHOSEN = {
     "integration_secret": ("s3cret", "s3cret"),
     "local_gateway_verify_signature": ("off", False),
     "local_gateway_idle_timeout": ("2.5", 2.5),
+    "replay_max_messages": ("50", 50),
+    "replay_max_age_seconds": ("3600", 3600),
+    "replay_connect_wait_seconds": ("1.5", 1.5),
 }
 
 
