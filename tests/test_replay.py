@@ -53,9 +53,19 @@ class OwnReplayView(WebSocketView):
         return JsonResponse({"own": "replay"})
 
 
+class RefusingView(WebSocketView):
+    """Its connect hook refuses: the session is rolled back, so nothing may be replayed."""
+
+    USE_WS_TOKEN = False
+
+    def connect(self, request, *args, **kwargs):
+        return JsonResponse({"error": "closed"}, status=403)
+
+
 urlpatterns = [
     path("ws/<slug:route>", OpenView.as_view()),
     path("own/<slug:route>", OwnReplayView.as_view()),
+    path("refusing/<slug:route>", RefusingView.as_view()),
 ]
 
 
@@ -415,6 +425,16 @@ class TestConnectWithSince:
         assert not WebSocketSession.objects.exists()
         assert ConnectionRateLimit.objects.get().successful is False
         assert any("since" in record.getMessage() for record in caplog.records)
+
+    def test_a_connect_the_view_refuses_gets_no_replay(self, api_gateway, websocket_outbox):
+        publish("lobby", 3)
+        client = WebSocketClient(
+            api_gateway, outbox=websocket_outbox, websocket_path="/refusing/{route}"
+        )
+        with patch.object(replay, "schedule") as schedule:
+            assert client.connect("lobby", query={"since": "0"}).status_code == 403
+        schedule.assert_not_called()
+        assert not WebSocketSession.objects.exists()
 
     def test_the_largest_since_is_accepted(self, client, websocket_outbox):
         assert client.connect("lobby", query={"since": "9" * 18}).status_code == 200
