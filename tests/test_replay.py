@@ -367,9 +367,7 @@ class TestDeliver:
         publish("lobby", 2)
         add_session(api_gateway, "never")
         websocket_outbox.mark_gone("never")
-        started = time.monotonic()
         assert replay.deliver("never", "lobby", 0, connect_wait=0.3) is False
-        assert time.monotonic() - started < 3
         assert websocket_outbox.to("never") == []
         assert WebSocketSession.objects.get(connection_id="never").connected is False
 
