@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from .models import (
     ApiGateway,
     ApiGatewayAdditionalRoute,
+    ChannelMessage,
     CleanupRun,
     ConnectionRateLimit,
     WebSocketSession,
@@ -233,3 +234,14 @@ class ConnectionRateLimitAdmin(ReadOnlyAdmin):
 @admin.register(CleanupRun)
 class CleanupRunAdmin(ReadOnlyAdmin):
     list_display = ("command", "last_run", "last_output")
+
+
+@admin.register(ChannelMessage)
+class ChannelMessageAdmin(ReadOnlyAdmin):
+    """The replay log: what each channel broadcast, by seq (trimmed by the clean-up)."""
+
+    list_display = ("channel_name", "seq", "created_on")
+    search_fields = ("channel_name",)
+    ordering = ("channel_name", "-seq")
+    fields = ("channel_name", "seq", "created_on", "payload")
+    readonly_fields = fields

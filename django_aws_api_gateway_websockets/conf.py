@@ -68,6 +68,14 @@ DEFAULTS: dict[str, Any] = {
     # Seconds runapigateway lets a connection live before closing it with 1001 "Going away",
     # as API Gateway does after 2 hours (--max-duration wins).
     "local_gateway_max_duration": 7200.0,
+    # Replay (queryset.broadcast): how many stored messages each channel keeps, and for how
+    # long, as clearWebSocketSessions trims them (a channel's newest is always kept). None: no
+    # limit of that kind.
+    "replay_max_messages": 1000,
+    "replay_max_age_seconds": 86400,
+    # API Gateway answers 410 to posts until a $connect's handshake completes: how long the
+    # replay after a connect with ?since= keeps trying before it takes the connection as gone.
+    "replay_connect_wait_seconds": 5.0,
 }
 
 

@@ -92,7 +92,7 @@ def queue_batches(connection_ids: list[str], payload: bytes) -> tuple[int, list[
     function = fanout_function()
     backoff = Backoff.from_settings()
     for index, batch in enumerate(pending):
-        if not _invoke(client, function, _event_bytes(batch, text), backoff):
+        if not invoke_async(client, function, _event_bytes(batch, text), backoff):
             left = [connection_id for rest in pending[index:] for connection_id in rest]
             logger.error(
                 "Handing fan-out batches to %s failed; %d connection(s) sent here instead",
@@ -104,8 +104,10 @@ def queue_batches(connection_ids: list[str], payload: bytes) -> tuple[int, list[
     return queued, []
 
 
-def _invoke(client: Any, function: str, event: bytes, backoff: Backoff) -> bool:
-    """One asynchronous invocation, throttling retried with jittered backoff."""
+def invoke_async(client: Any, function: str, event: bytes, backoff: Backoff) -> bool:
+    """One asynchronous invocation, throttling retried with jittered backoff; False (and a
+    warning) when it could not be queued, so the caller does the work itself. Also used by
+    ``replay`` to hand a reconnect's delivery to another invocation."""
     for attempt in range(backoff.max_retries + 1):
         try:
             client.invoke(FunctionName=function, InvocationType="Event", Payload=event)

@@ -240,10 +240,28 @@ def _sending() -> ModuleType:
     return sending
 
 
+def _replay() -> ModuleType:
+    """Replay's publishing and delivery, imported on the first broadcast (it needs the send
+    machinery, which a CONNECT without ``since`` never does)."""
+    from . import replay
+
+    return replay
+
+
 class WebSocketSessionQuerySet(models.QuerySet):
     def send_message(self, data: Any) -> SendReport:
         """Send ``data`` as JSON to every connected session in this queryset, concurrently."""
         return _sending().send_to_sessions(self, data)
+
+    def broadcast(self, channel_name: str, data: dict[str, Any]) -> SendReport:
+        """Store ``data`` in ``channel_name``'s replay log with the next ``seq`` and send it,
+        stamped ``{"seq": N, ...}``, to this queryset's connected sessions in that channel.
+
+        ``WebSocketSession.objects.broadcast(channel, data)`` is the whole channel; a filtered
+        queryset is a private audience (the seq still numbers the channel). ``data`` must be a
+        dict without a "seq" key (else ``ValueError``). The report's ``seq`` is the number.
+        """
+        return _replay().broadcast(self, channel_name, data)
 
 
 class WebSocketSession(models.Model):

@@ -19,11 +19,24 @@ from .conf import allowed_origins
 # API Gateway connection ids are short base64 strings ("L0SM9cOFvHcCIhw="); allow a margin.
 CONNECTION_ID_PATTERN = re.compile(r"^[A-Za-z0-9+/=_-]{1,128}$")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# A replay position (?since= at $connect, "since" of the replay action): a seq, at most 18
+# digits so that it always fits PostgreSQL's bigint.
+SINCE_PATTERN = re.compile(r"^[0-9]{1,18}$")
 UNKNOWN_IP = "0.0.0.0"
 
 
 def is_valid_connection_id(connection_id: str | None) -> bool:
     return bool(connection_id) and CONNECTION_ID_PATTERN.fullmatch(connection_id or "") is not None
+
+
+def valid_since(value: Any) -> int | None:
+    """A replay position as an int, or None when ``value`` is not one: a string of 1 to 18
+    digits, or (in a JSON message) a non-negative integer of at most 18 digits."""
+    if isinstance(value, str):
+        return int(value) if SINCE_PATTERN.fullmatch(value) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**18:
+        return value
+    return None
 
 
 def request_context(request: HttpRequest) -> dict:

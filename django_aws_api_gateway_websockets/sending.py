@@ -69,6 +69,8 @@ class SendReport:
     gone_connection_ids: list[str] = field(default_factory=list)
     # Handed to other invocations (WEBSOCKETS["fanout_invocation_batch"]); sent there.
     queued: int = 0
+    # The message's number in its channel's replay log (queryset.broadcast); None otherwise.
+    seq: int | None = None
 
     @property
     def attempted(self) -> int:
@@ -410,9 +412,14 @@ class _Broadcast:
 
 
 def send_to_sessions(
-    queryset: QuerySet[WebSocketSession], data: Any, dispatch: bool = True
+    queryset: QuerySet[WebSocketSession],
+    data: Any,
+    dispatch: bool = True,
+    *,
+    seq: int | None = None,
 ) -> SendReport:
-    """Send ``data`` to every connected session in ``queryset``, concurrently.
+    """Send ``data`` to every connected session in ``queryset``, concurrently (``seq``: the
+    replay number ``data`` carries, reported to ``messages_sent`` receivers too).
 
     Each session goes through its own gateway's endpoint (one client per endpoint); rows are
     streamed and in-flight sends bounded, so memory stays flat however large the channel.
@@ -445,7 +452,7 @@ def send_to_sessions(
         )
         .iterator(chunk_size=2000)
     )
-    report = SendReport(queued=queued)
+    report = SendReport(queued=queued, seq=seq)
     broadcast = _Broadcast(payload, report)
     try:
         for row in rows:

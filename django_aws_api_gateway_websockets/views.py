@@ -49,6 +49,7 @@ from .request_checks import (
     request_context,
     session_cookie_reaches,
     site_origin,
+    valid_since,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ EVENT_TYPE_ROUTES = {"CONNECT": CONNECT, "DISCONNECT": DISCONNECT, "MESSAGE": ME
 # client for 10 minutes. Answered by the library itself, with no database write.
 KEEPALIVE_ACTION = "ping"
 PONG = {"type": "pong"}
+# {"action": "replay", "since": N}: what the channel broadcast after N, again (the JS client
+# asks when it sees a hole in the seqs). Library-provided like the ping.
+REPLAY_ACTION = "replay"
+INVALID_SINCE = "Invalid 'since'"
 
 
 class Rejection(Exception):
@@ -307,6 +312,7 @@ class WebSocketView(View):
             if not ok:
                 raise Rejection(error_response(message or "Connection refused", 403), message)
             channel_name = self._check_channel(request)
+            since = self._check_since(request)
             response = self._store_connection(request, channel_name, user, *args, **kwargs)
         except Rejection:
             self._attempt_failed(attempt, ip_address, user)
@@ -320,7 +326,31 @@ class WebSocketView(View):
         elif user is not None and attempt.user_id != user.pk:
             # An unbound token named the user the session did not: count it against them.
             ConnectionRateLimit.objects.filter(pk=attempt.pk).update(user=user)
+        if since is not None:
+            self._schedule_replay(request, channel_name, since)
         return response
+
+    def _check_since(self, request: HttpRequest) -> int | None:
+        """``?since=<seq>``: None when absent (live only); 400 unless 1 to 18 digits."""
+        raw = request.GET.get("since")
+        if raw is None:
+            return None
+        since = valid_since(raw)
+        if since is None:
+            raise Rejection(error_response(INVALID_SINCE, 400), f"bad since {raw[:40]!r}")
+        return since
+
+    def _schedule_replay(self, request: HttpRequest, channel_name: str, since: int) -> None:
+        """After the connect commits (the deliverer reads the session from another connection
+        or invocation): what the channel broadcast after ``since``, to this connection."""
+        connection_id = self.connection_id_header(request)
+
+        def schedule() -> None:
+            from . import replay
+
+            replay.schedule(connection_id, channel_name, since)
+
+        transaction.on_commit(schedule, using=router.db_for_write(WebSocketSession))
 
     def _admit(self, ip_address: str, user: Any) -> ConnectionRateLimit | None:
         """The recorded attempt, or None when rate limiting is off; 429 beyond the limit."""
@@ -532,6 +562,9 @@ class WebSocketView(View):
             # Every check above still applied (and API Gateway's throttling counts it as any
             # message); only the request_count UPDATE is skipped, so an idle tab costs one read.
             return JsonResponse(PONG)
+        if self._is_replay_request():
+            count_request(session.connection_id)
+            return self._run_handler(self._replay_missed, request, *args, **kwargs)
         handler = self._select_handler(request)
         count_request(session.connection_id)
         return self._run_handler(handler, request, *args, **kwargs)
@@ -594,6 +627,32 @@ class WebSocketView(View):
             and self.handler_selection_key not in self.body
             and KEEPALIVE_ACTION not in self.allowed_handler_names()
         )
+
+    def _is_replay_request(self) -> bool:
+        """``{"action": "replay"}`` with no handler key, on a view without its own ``replay``
+        handler (as for the keepalive, a project's handler of that name keeps its messages)."""
+        return (
+            self.body.get(self.route_selection_key) == REPLAY_ACTION
+            and self.handler_selection_key not in self.body
+            and REPLAY_ACTION not in self.allowed_handler_names()
+        )
+
+    def _replay_missed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The replay action: delivered now, to this open connection, from its channel."""
+        since = valid_since(self.body.get("since"))
+        if since is None:
+            logger.warning(
+                "Replay refused: bad since %r",
+                str(self.body.get("since"))[:40],
+                extra={"connection_id": self.connection_id_header(request)},
+            )
+            return error_response(INVALID_SINCE, 400)
+        from . import replay
+
+        session = self.websocket_session
+        assert session is not None
+        replay.deliver(session.connection_id, session.channel_name, since, connect_wait=0)
+        return JsonResponse({})
 
     def _select_handler(self, request: HttpRequest) -> Any:
         keys = (self.handler_selection_key, self.route_selection_key)

@@ -25,6 +25,7 @@ from django_aws_api_gateway_websockets.checks import check_websocket_settings
 from django_aws_api_gateway_websockets.models import (
     ApiGateway,
     ApiGatewayAdditionalRoute,
+    ChannelMessage,
     ConnectionRateLimit,
     WebSocketSession,
     WebSocketToken,
@@ -299,6 +300,7 @@ def populated(api_gateway, user):
     )
     token = WebSocketToken.generate_token(user, "session-key")
     attempt = ConnectionRateLimit.record_attempt("198.51.100.7", user=user, successful=True)
+    ChannelMessage.objects.create(channel_name="lobby", seq=1, payload='{"type":"note"}')
     return {"route": route, "session": session, "token": token, "attempt": attempt}
 
 
@@ -311,6 +313,7 @@ def populated(api_gateway, user):
         "websocketsession",
         "websockettoken",
         "connectionratelimit",
+        "channelmessage",
     ],
 )
 def test_admin_changelists_load(admin_client, populated, model):

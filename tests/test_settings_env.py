@@ -43,6 +43,9 @@ CHOSEN = {
     "local_gateway_idle_timeout": ("2.5", 2.5),
     "message_rate_limit": ("30/10", (30, 10.0)),
     "local_gateway_max_duration": ("3.5", 3.5),
+    "replay_max_messages": ("50", 50),
+    "replay_max_age_seconds": ("3600", 3600),
+    "replay_connect_wait_seconds": ("1.5", 1.5),
 }
 
 

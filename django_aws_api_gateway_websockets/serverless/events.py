@@ -41,6 +41,7 @@ class EventKind(StrEnum):
     COMMAND = "command"
     KEEP_WARM = "keep_warm"
     FANOUT = "fanout"
+    REPLAY = "replay"
     UNKNOWN = "unknown"
 
 
@@ -71,6 +72,8 @@ def classify(event: Any) -> EventKind:
         return EventKind.KEEP_WARM
     if "websocket_fanout" in event:
         return EventKind.FANOUT
+    if "websocket_replay" in event:
+        return EventKind.REPLAY
     if "manage" in event:
         return EventKind.MANAGE
     if "command" in event:

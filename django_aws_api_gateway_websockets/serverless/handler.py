@@ -155,6 +155,10 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
             from ..sending import run_fanout_event
 
             return run_fanout_event(event["websocket_fanout"])
+        if kind is EventKind.REPLAY:
+            from ..replay import run_replay_event
+
+            return run_replay_event(event["websocket_replay"])
         if kind is EventKind.MANAGE:
             return run_manage(event["manage"])
         if kind is EventKind.SCHEDULED:

@@ -26,7 +26,13 @@ DATABASE_HINT = (
 # Direct invocations that run code against the database. HTTP and WebSocket events are probed
 # inside the request instead (probe_database_on_request); keep-warm must stay free of any.
 DIRECT_DATABASE_KINDS = frozenset(
-    {EventKind.MANAGE, EventKind.SCHEDULED, EventKind.COMMAND, EventKind.FANOUT}
+    {
+        EventKind.MANAGE,
+        EventKind.SCHEDULED,
+        EventKind.COMMAND,
+        EventKind.FANOUT,
+        EventKind.REPLAY,
+    }
 )
 
 
