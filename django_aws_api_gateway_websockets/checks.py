@@ -103,6 +103,7 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                 id="django_aws_api_gateway_websockets.E009",
             )
         )
+    errors += _check_replay_settings(configured)
     if configured.get("fanout_transport", "auto") not in ("auto", "boto3"):
         errors.append(
             checks.Error(
@@ -144,4 +145,28 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                 id="django_aws_api_gateway_websockets.E004",
             )
         )
+    return errors
+
+
+def _check_replay_settings(configured: dict[str, Any]) -> list[checks.CheckMessage]:
+    """The replay log's retention and wait: read by the hourly clean-up and after connects,
+    where a bad value would only show as a failing scheduled run."""
+    errors: list[checks.CheckMessage] = []
+    for key, optional in (
+        ("replay_max_messages", True),
+        ("replay_max_age_seconds", True),
+        ("replay_connect_wait_seconds", False),
+    ):
+        value = configured.get(key, 0)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            wanted = "a number of 0 or more" + (" or None (no limit)" if optional else "")
+            errors.append(
+                checks.Error(
+                    f"WEBSOCKETS[{key!r}] must be {wanted}, not {value!r}.",
+                    hint="See docs/reliable_delivery.md#replay-after-reconnects.",
+                    id="django_aws_api_gateway_websockets.E010",
+                )
+            )
     return errors

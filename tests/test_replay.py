@@ -707,3 +707,35 @@ def test_through_runapigateway_a_reconnect_gets_exactly_what_it_missed_then_live
         assert replay_seqs == [6, 7, 8]
         publish_in_the_project(gateway, channel, [9])
         assert notes(again, lambda m: m.get("seq") == 9) == [9]
+
+
+# ----------------------------------------------------------------- system check
+
+
+@pytest.mark.parametrize(
+    "websockets",
+    [
+        {"replay_max_messages": -1},
+        {"replay_max_messages": "1000"},
+        {"replay_max_age_seconds": True},
+        {"replay_connect_wait_seconds": None},
+        {"replay_connect_wait_seconds": "5"},
+    ],
+)
+def test_bad_replay_settings_are_reported_at_start_up(settings, websockets):
+    from django_aws_api_gateway_websockets.checks import check_websocket_settings
+
+    settings.WEBSOCKETS = websockets
+    errors = [e for e in check_websocket_settings() if e.id.endswith("E010")]
+    assert len(errors) == 1 and next(iter(websockets)) in errors[0].msg
+
+
+def test_good_replay_settings_pass_the_checks(settings):
+    from django_aws_api_gateway_websockets.checks import check_websocket_settings
+
+    settings.WEBSOCKETS = {
+        "replay_max_messages": None,
+        "replay_max_age_seconds": 3600,
+        "replay_connect_wait_seconds": 0.5,
+    }
+    assert not [e for e in check_websocket_settings() if e.id.endswith("E010")]
