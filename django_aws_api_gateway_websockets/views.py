@@ -478,18 +478,18 @@ class WebSocketView(View):
                     api_gateway=gateway,
                     presence=self.PRESENCE,
                 )
-                response = self._run_handler(self.connect, request, *args, **kwargs)
-                if not _is_success(response):
-                    # The connect hook refused: API Gateway will drop the socket, keep no row.
-                    transaction.set_rollback(True)
-                elif self.PRESENCE:
-                    # Sent once this commits; the new connection cannot receive until its
-                    # $connect has completed (API Gateway answers 410), so it is left out.
+                if self.PRESENCE:
+                    # Sent once this commits (a refused connect sends nothing); the connection
+                    # cannot receive until its $connect completes (410), so it is left out.
                     presence.announce(
                         [presence.begin(self.websocket_session)],
                         self.presence_audience,
                         exclude=connection_id,
                     )
+                response = self._run_handler(self.connect, request, *args, **kwargs)
+                if not _is_success(response):
+                    # The connect hook refused: API Gateway will drop the socket, keep no row.
+                    transaction.set_rollback(True)
         except IntegrityError:
             raise Rejection(
                 error_response("Connection already exists", 409), "duplicate connection id"
