@@ -285,3 +285,27 @@ def test_a_refused_connect_announces_nothing(socket, api_gateway, websocket_outb
     assert client.connect(channel="lobby").status_code == 403
     assert presence_events(alice) == []
     assert WebSocketSession.objects.present_users("lobby") == ["alice"]
+
+
+def test_tabs_of_one_user_closing_at_once_give_exactly_one_leave(socket):
+    watcher = socket("alice")
+    tabs = [socket("bob") for _ in range(6)]
+    barrier = threading.Barrier(len(tabs))
+
+    def close(tab) -> None:
+        try:
+            barrier.wait()
+            tab.disconnect()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=close, args=(tab,)) for tab in tabs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert presence_events(watcher) == [
+        event("join", "bob", ["alice", "bob"]),
+        event("leave", "bob", ["alice"]),
+    ]
