@@ -13,3 +13,8 @@ class DjangoAwsApiGatewayWebsocketsConfig(AppConfig):
     def ready(self) -> None:
         # Registers the system checks; importing is enough.
         from . import checks  # noqa: F401
+        from .presence import on_messages_sent
+        from .signals import messages_sent
+
+        # Sessions any send finds gone leave their channels (a no-op for the others).
+        messages_sent.connect(on_messages_sent, dispatch_uid="websocket-presence-gone")

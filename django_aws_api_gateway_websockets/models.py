@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .sending import SendReport
 
 TOKEN_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# API Gateway closes every connection after 2 hours: an older session missed its $disconnect.
+MAX_CONNECTION_SECONDS = 7200
 
 
 def get_region_name() -> str:
@@ -262,6 +264,27 @@ class WebSocketSessionQuerySet(models.QuerySet):
         dict without a "seq" key (else ``ValueError``). The report's ``seq`` is the number.
         """
         return _replay().broadcast(self, channel_name, data)
+
+    def present_in(self, channel_name: str) -> WebSocketSessionQuerySet:
+        """The sessions present in ``channel_name``: connected, stored by a view with
+        ``PRESENCE`` on, and younger than API Gateway's 2-hour maximum (a missed
+        ``$disconnect`` cannot keep anyone present past it)."""
+        cutoff = timezone.now() - timedelta(seconds=MAX_CONNECTION_SECONDS)
+        return self.filter(
+            channel_name=channel_name, connected=True, presence=True, created_on__gt=cutoff
+        )
+
+    def present_users(self, channel_name: str) -> list[str]:
+        """The sorted usernames present in ``channel_name`` (anonymous sessions not listed)."""
+        from django.contrib.auth import get_user_model
+
+        names = (
+            self.present_in(channel_name)
+            .filter(user__isnull=False)
+            .values_list(f"user__{get_user_model().USERNAME_FIELD}", flat=True)
+            .distinct()
+        )
+        return sorted(names)
 
 
 class WebSocketSession(models.Model):

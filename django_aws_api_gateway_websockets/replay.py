@@ -136,9 +136,12 @@ class _Poster:
     """Posts to one connection. Until one post got through, 410 means "handshake not done
     yet" and is retried until the wait is over; after that it means gone."""
 
-    def __init__(self, client: Any, connection_id: str, wait_seconds: float) -> None:
+    def __init__(
+        self, client: Any, connection_id: str, wait_seconds: float, presence: bool = False
+    ) -> None:
         self.client = client
         self.connection_id = connection_id
+        self.presence = presence
         self.deadline = time.monotonic() + max(0.0, wait_seconds)
         self.ready = False
         self.revived = False
@@ -149,7 +152,7 @@ class _Poster:
             if post_to_connection(self.client, self.connection_id, payload) is Outcome.DELIVERED:
                 if not self.ready:
                     self.ready = True
-                    self.revived = _revive(self.connection_id)
+                    self.revived = _revive(self.connection_id, self.presence)
                 return True
             if self.ready or time.monotonic() + pause > self.deadline:
                 logger.info("Replay to %s stopped: the connection is gone", self.connection_id)
@@ -165,14 +168,19 @@ class _Poster:
         return all(self.post(part) for part in message_parts.split(text))
 
 
-def _revive(connection_id: str) -> bool:
+def _revive(connection_id: str, presence: bool = False) -> bool:
     """A broadcast that posted during the handshake got 410 and marked the session gone;
-    a post went through since, so the connection is there: connected again."""
+    a post went through since, so the connection is there: connected again (and, for a view
+    with ``PRESENCE``, present again: that 410 announced its leave)."""
     revived = WebSocketSession.objects.filter(connection_id=connection_id, connected=False).update(
         connected=True
     )
     if revived:
         logger.info("Session %s marked connected again: it was only connecting", connection_id)
+        if presence:
+            from . import presence as presence_events
+
+            presence_events.rejoin(connection_id)
     return bool(revived)
 
 
@@ -216,13 +224,18 @@ def gap_notice(channel_name: str, since: int, first: int | None, latest: int) ->
 
 
 def deliver(
-    connection_id: str, channel_name: str, since: int, connect_wait: float | None = None
+    connection_id: str,
+    channel_name: str,
+    since: int,
+    connect_wait: float | None = None,
+    presence: bool = False,
 ) -> bool:
     """Send ``connection_id`` what ``channel_name`` published after ``since``, then ``done``.
 
     ``connect_wait``: seconds 410 answers are retried before the first post gets through
     (default ``WEBSOCKETS["replay_connect_wait_seconds"]``; 0 for an open connection). True
     when the final batch was delivered; False when the connection is gone (or unknown).
+    ``presence``: the session's view has ``PRESENCE`` on (see ``_revive``).
     """
     session = (
         WebSocketSession.objects.select_related("api_gateway")
@@ -235,7 +248,7 @@ def deliver(
     if connect_wait is None:
         connect_wait = float(websocket_setting("replay_connect_wait_seconds"))
     client = aws.management_client(session.api_gateway.management_endpoint)
-    poster = _Poster(client, connection_id, connect_wait)
+    poster = _Poster(client, connection_id, connect_wait, presence)
     log = ChannelMessage.objects.filter(channel_name=channel_name)
     bounds = log.aggregate(first=Min("seq"), latest=Max("seq"))
     first, latest = bounds["first"], bounds["latest"] or 0
@@ -271,7 +284,7 @@ def deliver(
             return True
 
 
-def schedule(connection_id: str, channel_name: str, since: int) -> None:
+def schedule(connection_id: str, channel_name: str, since: int, presence: bool = False) -> None:
     """Run ``deliver`` after this response: on Lambda in an asynchronous invocation of the
     function (``REPLAY_EVENT_KEY``), else (or if the invoke fails) in a daemon thread."""
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
@@ -281,6 +294,7 @@ def schedule(connection_id: str, channel_name: str, since: int) -> None:
                 "connection_id": connection_id,
                 "channel": channel_name,
                 "since": since,
+                "presence": presence,
             }
         }
         payload = json.dumps(event, separators=(",", ":")).encode("utf-8")
@@ -294,15 +308,15 @@ def schedule(connection_id: str, channel_name: str, since: int) -> None:
         )
     threading.Thread(
         target=_deliver_in_thread,
-        args=(connection_id, channel_name, since),
+        args=(connection_id, channel_name, since, presence),
         name=f"ws-replay-{connection_id}",
         daemon=True,
     ).start()
 
 
-def _deliver_in_thread(connection_id: str, channel_name: str, since: int) -> None:
+def _deliver_in_thread(connection_id: str, channel_name: str, since: int, presence: bool) -> None:
     try:
-        deliver(connection_id, channel_name, since)
+        deliver(connection_id, channel_name, since, presence=presence)
     except Exception:
         logger.exception("Replay to %s failed", connection_id)
     finally:
@@ -323,7 +337,7 @@ def run_replay_event(body: Any) -> dict[str, Any]:
         or since is None
     ):
         return {"statusCode": 400, "body": "Malformed replay event"}
-    delivered = deliver(connection_id, channel_name, since)
+    delivered = deliver(connection_id, channel_name, since, presence=body.get("presence") is True)
     return {"statusCode": 200, "delivered": delivered}
 
 

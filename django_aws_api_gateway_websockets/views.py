@@ -18,7 +18,7 @@ from typing import Any
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.mail import mail_admins
 from django.db import IntegrityError, router, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django.utils.decorators import method_decorator
@@ -26,7 +26,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from . import message_rate
+from . import message_rate, presence
 from .conf import token_binding, websocket_setting
 from .endpoints import endpoint_from_event
 from .models import (
@@ -159,6 +159,9 @@ class WebSocketView(View):
     # frames that fail must not be able to flood the admins' mailbox.
     SEND_EXCEPTION_MAIL = True
     EXCEPTION_MAIL_INTERVAL = 60
+    # Announce joins and leaves to the channel's other present sessions (presence.py), and
+    # count the sessions in WebSocketSession.objects.present_in() / present_users().
+    PRESENCE = False
 
     handler_selection_key = "handler"
     route_selection_key = "action"
@@ -348,7 +351,7 @@ class WebSocketView(View):
         def schedule() -> None:
             from . import replay
 
-            replay.schedule(connection_id, channel_name, since)
+            replay.schedule(connection_id, channel_name, since, presence=self.PRESENCE)
 
         transaction.on_commit(schedule, using=router.db_for_write(WebSocketSession))
 
@@ -514,7 +517,16 @@ class WebSocketView(View):
                     channel_name=channel_name,
                     user=user,
                     api_gateway=gateway,
+                    presence=self.PRESENCE,
                 )
+                if self.PRESENCE:
+                    # Sent once this commits (a refused connect sends nothing); the connection
+                    # cannot receive until its $connect completes (410), so it is left out.
+                    presence.announce(
+                        [presence.begin(self.websocket_session)],
+                        self.presence_audience,
+                        exclude=connection_id,
+                    )
                 response = self._run_handler(self.connect, request, *args, **kwargs)
                 if not _is_success(response):
                     # The connect hook refused: API Gateway will drop the socket, keep no row.
@@ -543,6 +555,8 @@ class WebSocketView(View):
         self._use_session(request, session)
         mark_disconnected(session.connection_id)
         session.connected = False
+        if session.presence:
+            presence.announce([presence.end(session)], self.presence_audience)
         return self._run_handler(self.disconnect, request, *args, **kwargs)
 
     # ----------------------------------------------------------------- messages
@@ -739,9 +753,24 @@ class WebSocketView(View):
             return error_response("Channel not allowed", 403)
         session = self.websocket_session
         assert session is not None
-        session.channel_name = channel
-        session.save(update_fields=["channel_name", "updated_on"])
+        present = session.presence or self.PRESENCE
+        if session.presence:
+            # A leave of the old channel, then a join of the new one, each once committed.
+            presence.announce([presence.end(session)], self.presence_audience)
+        with transaction.atomic(using=router.db_for_write(WebSocketSession)):
+            session.channel_name = channel
+            session.presence = present
+            session.save(update_fields=["channel_name", "presence", "updated_on"])
+            if session.presence:
+                presence.announce(
+                    [presence.begin(session)], self.presence_audience, session.connection_id
+                )
         return JsonResponse({"channel": channel})
+
+    def presence_audience(self, channel_name: str) -> QuerySet[WebSocketSession]:
+        """The sessions that may hear ``channel_name``'s joins and leaves (of those present
+        in it). Default: all of them; narrow it, as for any send, e.g. to a room's members."""
+        return WebSocketSession.objects.all()
 
     def is_channel_allowed(self, request: HttpRequest, channel_name: str) -> bool:
         """Object-level access: may ``request.user`` join ``channel_name``? Default: yes."""

@@ -172,18 +172,23 @@ def test_presence_is_announced_to_the_room_on_connect_and_disconnect(
     assert [call.kwargs["ConnectionId"] for call in calls] == ["alice-1"]
     assert json.loads(calls[0].kwargs["Data"]) == {
         "type": "presence",
-        "room": "general",
+        "channel": "general",
+        "event": "join",
+        "user": "bob",
         "users": ["alice", "bob"],
+        "anonymous": 0,
     }
     aws_client.post_to_connection.reset_mock()
-    Client().post(
-        "/ws/disconnect",
-        data="",
-        content_type="application/json",
-        **api_gateway_headers(connection_id="bob-1"),
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().post(
+            "/ws/disconnect",
+            data="",
+            content_type="application/json",
+            **api_gateway_headers(connection_id="bob-1"),
+        )
     calls = aws_client.post_to_connection.call_args_list
     assert [json.loads(call.kwargs["Data"])["users"] for call in calls] == [["alice"]]
+    assert json.loads(calls[0].kwargs["Data"])["event"] == "leave"
 
 
 def test_history_includes_who_is_here(users, rooms, api_gateway):

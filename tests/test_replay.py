@@ -399,6 +399,30 @@ class TestDeliver:
         publish("lobby", 1, start=2)  # and live messages reach it again
         assert websocket_outbox.to("new")[-1]["seq"] == 2
 
+    def test_a_revived_presence_session_is_present_again_and_its_join_announced(
+        self, api_gateway, websocket_outbox, django_user_model, django_capture_on_commit_callbacks
+    ):
+        alice = django_user_model.objects.create_user("alice")
+        bob = django_user_model.objects.create_user("bob")
+        add_session(api_gateway, "bob-tab", user=bob, presence=True)
+        add_session(api_gateway, "new", user=alice, presence=True)
+        websocket_outbox.mark_gone("new")
+        with django_capture_on_commit_callbacks(execute=True):
+            WebSocketSession.objects.broadcast("lobby", {"type": "during handshake"})
+        assert WebSocketSession.objects.present_users("lobby") == ["bob"]  # its leave went out
+        websocket_outbox.gone_connections.discard("new")
+
+        with django_capture_on_commit_callbacks(execute=True):
+            replay.deliver("new", "lobby", 0, connect_wait=1, presence=True)
+
+        assert WebSocketSession.objects.present_users("lobby") == ["alice", "bob"]
+        presence_events = [m for m in websocket_outbox.to("bob-tab") if m.get("type") == "presence"]
+        assert [(m["event"], m["user"], m["users"]) for m in presence_events] == [
+            ("leave", "alice", ["bob"]),
+            ("join", "alice", ["alice", "bob"]),
+        ]
+        assert not [m for m in websocket_outbox.to("new") if m.get("type") == "presence"]
+
     def test_a_connection_that_never_opens_is_given_up_after_the_wait(
         self, api_gateway, websocket_outbox
     ):

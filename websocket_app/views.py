@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import LogoutView
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -27,16 +25,6 @@ HISTORY_LENGTH = 50
 MAX_MESSAGE_LENGTH = 2000
 
 
-def present_users(channel: str) -> list[str]:
-    """Names of the users connected to a room (anonymous connections are not listed)."""
-    names = (
-        WebSocketSession.objects.filter(channel_name=channel, connected=True, user__isnull=False)
-        .values_list(f"user__{get_user_model().USERNAME_FIELD}", flat=True)
-        .distinct()
-    )
-    return sorted(names)
-
-
 def room_audience(channel: str) -> Any:
     """The sessions that may hear ``channel``: in a private room, only its current members
     (someone removed keeps their socket but stops receiving)."""
@@ -47,39 +35,15 @@ def room_audience(channel: str) -> Any:
     return sessions
 
 
-def announce_presence(channel: str, exclude: str = "") -> None:
-    """Tell everyone in ``channel`` who is there now."""
-    event = {"type": "presence", "room": channel, "users": present_users(channel)}
-    # A connection still in its $connect cannot receive yet: API Gateway would answer 410.
-    room_audience(channel).exclude(connection_id=exclude).send_message(event)
-
-
 class ChatWebSocketView(WebSocketView):
     """Rooms are channels: join with ``?channel=<room slug>`` or ``change_channel``."""
 
     ADDITIONAL_ALLOWED_HANDLERS = {"change_channel"}
+    # The library announces joins and leaves (also of rooms changed with change_channel).
+    PRESENCE = True
 
-    def connect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        session = self.websocket_session
-        # $connect runs in a transaction (a refused connect keeps no session). Announce once
-        # it has committed: the others then see the newcomer, and the sends do not hold the
-        # transaction (on SQLite, the database's only write lock) open.
-        transaction.on_commit(
-            lambda: announce_presence(session.channel_name, exclude=session.connection_id)
-        )
-        return super().connect(request, *args, **kwargs)
-
-    def disconnect(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        announce_presence(self.websocket_session.channel_name)
-        return super().disconnect(request, *args, **kwargs)
-
-    def change_channel(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        previous = self.websocket_session.channel_name
-        response = super().change_channel(request, *args, **kwargs)
-        if response.status_code == 200:
-            announce_presence(previous)
-            announce_presence(self.websocket_session.channel_name)
-        return response
+    def presence_audience(self, channel_name: str) -> Any:
+        return room_audience(channel_name)
 
     def is_channel_allowed(self, request: HttpRequest, channel_name: str) -> bool:
         room = Room.objects.filter(slug=channel_name).first()
@@ -113,7 +77,7 @@ class ChatWebSocketView(WebSocketView):
                 "type": "history",
                 "room": channel,
                 "messages": messages,
-                "users": present_users(channel),
+                "users": WebSocketSession.objects.present_users(channel),
             }
         )
 

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Q
 from django.utils import timezone
 
+from django_aws_api_gateway_websockets import presence
 from django_aws_api_gateway_websockets.models import CleanupRun, WebSocketSession
 from django_aws_api_gateway_websockets.replay import trim as trim_replay_log
 
@@ -23,6 +24,8 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Sessions past 2 hours become disconnected first, so their channels hear them leave.
+        presence.sweep()
         outlived = timezone.now() - MAX_CONNECTION_AGE
         deleted, _ = WebSocketSession.objects.filter(
             Q(connected=False) | Q(created_on__lt=outlived)

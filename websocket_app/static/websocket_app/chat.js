@@ -161,8 +161,10 @@ client.on("history", (event) => {
   event.messages.forEach(showMessage);
   showPresence(event.users);
 });
+// The library's presence events (the view's PRESENCE): someone joined or left; "users" is who
+// is here now. Our own join is not sent to us (we were still connecting): history lists us.
 client.on("presence", (event) => {
-  if (event.room === client.channel) showPresence(event.users);
+  if (event.channel === client.channel) showPresence(event.users);
 });
 client.on("error", (event) => {
   say(event.error ?? "Something went wrong");
