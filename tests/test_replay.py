@@ -570,7 +570,12 @@ def test_on_lambda_the_replay_is_an_async_invocation_run_by_the_handler(
     )
     event = json.loads(call.kwargs["Payload"])
     assert event == {
-        "websocket_replay": {"connection_id": client.connection_id, "channel": "lobby", "since": 1}
+        "websocket_replay": {
+            "connection_id": client.connection_id,
+            "channel": "lobby",
+            "since": 1,
+            "presence": False,
+        }
     }
     assert client.received == []  # nothing sent by the connect's own invocation
 
