@@ -67,7 +67,11 @@ def _user_stays(session: WebSocketSession, channel: str) -> bool:
     cutoff = timezone.now() - timedelta(seconds=MAX_CONNECTION_SECONDS)
     return (
         WebSocketSession.objects.filter(
-            channel_name=channel, user_id=session.user_id, presence=True, created_on__gt=cutoff
+            channel_name=channel,
+            user_id=session.user_id,
+            presence=True,
+            connected=True,
+            created_on__gt=cutoff,
         )
         .exclude(pk=session.pk)
         .exists()
@@ -166,8 +170,10 @@ def end_gone(connection_ids: list[str]) -> None:
     """The leaves of the presence sessions among ``connection_ids``, which a send found gone."""
     for start in range(0, len(connection_ids), GONE_LOOKUP_BATCH):
         batch = connection_ids[start : start + GONE_LOOKUP_BATCH]
+        # connected=False: a session a late 410 named but that is connected again (its
+        # replay reached it after its handshake) has not left.
         sessions = WebSocketSession.objects.select_related("user").filter(
-            connection_id__in=batch, presence=True
+            connection_id__in=batch, presence=True, connected=False
         )
         announce([end(session) for session in sessions])
 

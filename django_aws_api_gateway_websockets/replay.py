@@ -34,11 +34,13 @@ from django.utils import timezone
 from . import aws
 from .conf import websocket_setting
 from .fanout_dispatch import fanout_function, invoke_async
-from .models import ChannelMessage, WebSocketSession
+from .models import ChannelMessage, WebSocketSession, serialize_on
 from .request_checks import is_valid_connection_id, valid_since
 from .send_policy import Backoff, Outcome
 from .sending import (
     MAX_MESSAGE_BYTES,
+    SendReport,
+    announce,
     encode_payload,
     mark_gone,
     post_to_connection,
@@ -48,14 +50,14 @@ from .sending import (
 if TYPE_CHECKING:
     from django.db.models import QuerySet
 
-    from .sending import SendReport
-
 logger = logging.getLogger(__name__)
 
 REPLAY_EVENT_KEY = "websocket_replay"
-# A publisher loses a race for a number only to one that committed it: 50 losses in a row
-# would take 50 publishers of one channel at the same instant.
+# A publisher that lost a race for a number queues behind the channel's lock (PostgreSQL) and
+# tries again; only publishers arriving meanwhile without the lock can still beat it.
 PUBLISH_ATTEMPTS = 50
+# What stamp() adds at most: '"seq":' + 18 digits + ','.
+STAMP_BYTES = 25
 # Rows read from the log per query while replaying.
 READ_CHUNK = 500
 # Pauses between posts answered 410 while the $connect handshake completes.
@@ -80,7 +82,10 @@ def broadcast(queryset: QuerySet[WebSocketSession], channel_name: str, data: Any
         raise ValueError(f"broadcast() sends a dict, not {type(data).__name__}")
     if "seq" in data:
         raise ValueError('broadcast() numbers the message itself: data must not have a "seq" key')
-    text = encode_payload(data).decode("utf-8")  # the size check comes before the INSERT
+    text = encode_payload(data).decode("utf-8")
+    # The size check comes before the INSERT, and counts the seq the sent text will carry:
+    # a message that fits only without it must not be stored and then refused.
+    encode_payload({"seq": 10 ** (STAMP_BYTES - 8), **data})
     seq = publish(channel_name, text)
     # Encoded by the same encoder, seq first: the very text stamp(text, seq) gives a replay.
     return send_to_sessions(
@@ -94,7 +99,9 @@ def publish(channel_name: str, text: str) -> int:
     One statement, ``INSERT ... SELECT COALESCE(MAX(seq), 0) + 1``: readers never see a seq
     before the ones below it are committed (a publisher can only compute N + 1 once N is
     committed). Inside a transaction the INSERT runs in a savepoint, so a lost race does not
-    abort the caller's transaction.
+    abort the caller's transaction. A publisher that lost a race takes the channel's advisory
+    lock (PostgreSQL) before trying again, so losers queue instead of colliding with each
+    other round after round; the uncontended path stays one statement.
     """
     alias = router.db_for_write(ChannelMessage)
     connection = connections[alias]
@@ -112,6 +119,10 @@ def publish(channel_name: str, text: str) -> int:
             channel_name,
         ]
         try:
+            if attempt:
+                with transaction.atomic(using=alias):
+                    serialize_on(alias, f"websocket-seq:{channel_name}")
+                    return _insert(connection, sql, params)
             if connection.in_atomic_block:
                 with transaction.atomic(using=alias):
                     return _insert(connection, sql, params)
@@ -157,6 +168,11 @@ class _Poster:
             if self.ready or time.monotonic() + pause > self.deadline:
                 logger.info("Replay to %s stopped: the connection is gone", self.connection_id)
                 mark_gone(WebSocketSession, [self.connection_id])
+                # As any send that finds a connection gone: receivers (presence's leave,
+                # metrics) hear of it.
+                announce(
+                    WebSocketSession, SendReport(gone=1, gone_connection_ids=[self.connection_id])
+                )
                 return False
             time.sleep(pause)
             pause = min(pause * 2, LONGEST_PAUSE)
@@ -169,12 +185,16 @@ class _Poster:
 
 
 def _revive(connection_id: str, presence: bool = False) -> bool:
-    """A broadcast that posted during the handshake got 410 and marked the session gone;
-    a post went through since, so the connection is there: connected again (and, for a view
-    with ``PRESENCE``, present again: that 410 announced its leave)."""
-    revived = WebSocketSession.objects.filter(connection_id=connection_id, connected=False).update(
-        connected=True
-    )
+    """The first post of a replay went through, so the connection is there. A broadcast
+    that posted during the handshake got 410 and may have marked the session gone: connected
+    again (and, for a view with ``PRESENCE``, present again: that 410 announced its leave).
+    Either way ``updated_on`` moves: a fan-out still running marks gone only sessions not
+    updated since it began (``sending.mark_gone``), so its late 410 verdict cannot undo this."""
+    sessions = WebSocketSession.objects.filter(connection_id=connection_id)
+    now = timezone.now()
+    revived = sessions.filter(connected=False).update(connected=True, updated_on=now)
+    if not revived:
+        sessions.update(updated_on=now)
     if revived:
         logger.info("Session %s marked connected again: it was only connecting", connection_id)
         if presence:

@@ -19,11 +19,13 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 
 from . import aws, message_parts, send_rate
 from .conf import websocket_setting
@@ -177,11 +179,21 @@ def _take_token(
         pause = 0.0
 
 
-def mark_gone(model: type[Model], connection_ids: list[str]) -> None:
-    """Mark the given sessions of ``model`` disconnected, in one UPDATE per batch of ids."""
+def mark_gone(
+    model: type[Model], connection_ids: list[str], before: datetime | None = None
+) -> None:
+    """Mark the given sessions of ``model`` disconnected, in one UPDATE per batch of ids.
+
+    ``before`` (a fan-out's start): only sessions not updated since. A 410 can come from a
+    connection still in its ``$connect`` handshake; if its replay reached it (and marked it
+    connected again, see ``replay``) while the fan-out was still running, the fan-out's late
+    verdict must not undo that."""
     for start in range(0, len(connection_ids), GONE_UPDATE_BATCH):
         batch = connection_ids[start : start + GONE_UPDATE_BATCH]
-        model._default_manager.filter(connection_id__in=batch).update(connected=False)
+        sessions = model._default_manager.filter(connection_id__in=batch)
+        if before is not None:
+            sessions = sessions.filter(updated_on__lt=before)
+        sessions.update(connected=False)
 
 
 def send_to_session(session: WebSocketSession, data: Any) -> dict[str, Any] | None:
@@ -252,6 +264,7 @@ class _Broadcast:
         # What each connection is posted, in order: one connection's outcome covers them all.
         self.posts = posts_of(payload)
         self.report = report
+        self.started = timezone.now()
         self.concurrency = max(1, int(websocket_setting("send_concurrency")))
         self.use_http = websocket_setting("fanout_transport") != "boto3"
         self.http_slots = max(self.concurrency, int(websocket_setting("http_concurrency")))
@@ -473,7 +486,7 @@ def _settle(broadcast: _Broadcast, model: type[Model], aborted: bool) -> None:
     finally:
         try:
             if report.gone_connection_ids:
-                mark_gone(model, report.gone_connection_ids)
+                mark_gone(model, report.gone_connection_ids, before=broadcast.started)
         except Exception:
             if not aborted:
                 raise
