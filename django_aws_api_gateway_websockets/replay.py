@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from datetime import timedelta
@@ -56,6 +57,8 @@ REPLAY_EVENT_KEY = "websocket_replay"
 # A publisher that lost a race for a number queues behind the channel's lock (PostgreSQL) and
 # tries again; only publishers arriving meanwhile without the lock can still beat it.
 PUBLISH_ATTEMPTS = 50
+# Threads per process delivering the replays of connects (outside Lambda).
+REPLAY_WORKERS = 4
 # What stamp() adds at most: '"seq":' + 18 digits + ','.
 STAMP_BYTES = 25
 # Rows read from the log per query while replaying.
@@ -326,12 +329,43 @@ def schedule(connection_id: str, channel_name: str, since: int, presence: bool =
             connection_id,
             function,
         )
-    threading.Thread(
-        target=_deliver_in_thread,
-        args=(connection_id, channel_name, since, presence),
-        name=f"ws-replay-{connection_id}",
-        daemon=True,
-    ).start()
+    _workers.submit((connection_id, channel_name, since, presence))
+
+
+class _Workers:
+    """A few daemon threads that run the replays of this process, one after another each:
+    a reconnect storm (a deploy drops every socket at once) queues its replays instead of
+    opening a thread and a database connection per connection. Started on first use, and
+    again in a forked child (threads do not survive a fork)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[str, str, int, bool]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, job: tuple[str, str, int, bool]) -> None:
+        with self._lock:
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
+            if len(self._threads) < self.size:
+                thread = threading.Thread(target=self._run, name="ws-replay", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            _deliver_in_thread(*self._jobs.get())
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+        self._threads = []
+
+
+_workers = _Workers(REPLAY_WORKERS)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_workers.reset_after_fork)
 
 
 def _deliver_in_thread(connection_id: str, channel_name: str, since: int, presence: bool) -> None:

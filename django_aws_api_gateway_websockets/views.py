@@ -95,6 +95,9 @@ PONG = {"type": "pong"}
 # {"action": "replay", "since": N}: what the channel broadcast after N, again (the JS client
 # asks when it sees a hole in the seqs). Library-provided like the ping.
 REPLAY_ACTION = "replay"
+# A replay request re-sends up to the channel's whole retained log: (requests, seconds) per
+# connection, on top of the message rate limit. The JS client asks once per hole.
+REPLAY_REQUESTS = (6, 60.0)
 INVALID_SINCE = "Invalid 'since'"
 
 
@@ -115,10 +118,10 @@ def _is_success(response: HttpResponse) -> bool:
     return 200 <= response.status_code < 300
 
 
-def too_many_messages() -> JsonResponse:
+def too_many_messages(reason: str = "Too many messages") -> JsonResponse:
     """429 for a message past the connection's rate limit; logged once per window by the
     view, so Django must not log every one of a flood's responses again."""
-    response = error_response("Too many messages", 429)
+    response = error_response(reason, 429)
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
@@ -661,11 +664,39 @@ class WebSocketView(View):
                 extra={"connection_id": self.connection_id_header(request)},
             )
             return error_response(INVALID_SINCE, 400)
-        from . import replay
-
         session = self.websocket_session
         assert session is not None
-        replay.deliver(session.connection_id, session.channel_name, since, connect_wait=0)
+        # The log is the channel's: whoever the view still lets into the channel may read it
+        # (someone removed from a private room keeps their socket, not the room's history).
+        if not self.is_channel_allowed(request, session.channel_name):
+            logger.warning(
+                "Replay refused: channel %s not allowed",
+                session.channel_name,
+                extra={"connection_id": session.connection_id},
+            )
+            return error_response("Channel not allowed", 403)
+        verdict = message_rate.limiter.take(f"replay:{session.connection_id}", *REPLAY_REQUESTS)
+        if not verdict.allowed:
+            if verdict.warn:
+                logger.warning(
+                    "Connection %s asked for more than %d replays per %g s: refused (429)",
+                    session.connection_id,
+                    *REPLAY_REQUESTS,
+                    extra={"connection_id": session.connection_id},
+                )
+            return too_many_messages("Too many replay requests")
+        from . import aws, replay
+
+        try:
+            replay.deliver(session.connection_id, session.channel_name, since, connect_wait=0)
+        except aws.client_error() as error:
+            logger.warning(
+                "Replay to %s failed: %s",
+                session.connection_id,
+                aws.describe(error),
+                extra={"connection_id": session.connection_id},
+            )
+            return error_response("Replay failed, try again later", 503)
         return JsonResponse({})
 
     def _select_handler(self, request: HttpRequest) -> Any:

@@ -33,7 +33,7 @@ from django_aws_api_gateway_websockets.models import (
 from django_aws_api_gateway_websockets.sending import MAX_MESSAGE_BYTES
 from django_aws_api_gateway_websockets.serverless import make_lambda_handler
 from django_aws_api_gateway_websockets.testing import WebSocketClient, capture_sends
-from django_aws_api_gateway_websockets.views import WebSocketView
+from django_aws_api_gateway_websockets.views import REPLAY_REQUESTS, WebSocketView
 from tests.e2e_support import ROOT, Browser, GatewayProcess, e2e_database
 from tests.test_query_counts import statements
 
@@ -62,8 +62,19 @@ class RefusingView(WebSocketView):
         return JsonResponse({"error": "closed"}, status=403)
 
 
+class RoomView(WebSocketView):
+    """Channels in CLOSED are no longer open to anyone (a member removed from a room)."""
+
+    USE_WS_TOKEN = False
+    CLOSED: set[str] = set()
+
+    def is_channel_allowed(self, request, channel_name):
+        return channel_name not in self.CLOSED
+
+
 urlpatterns = [
     path("ws/<slug:route>", OpenView.as_view()),
+    path("room/<slug:route>", RoomView.as_view()),
     path("own/<slug:route>", OwnReplayView.as_view()),
     path("refusing/<slug:route>", RefusingView.as_view()),
 ]
@@ -490,6 +501,24 @@ class TestConnectWithSince:
         publish("lobby", 1, start=6)
         assert client.received[-1] == {"seq": 6, "type": "note", "n": 6}
 
+    def test_a_reconnect_storm_queues_on_a_few_workers_and_every_replay_arrives(
+        self, api_gateway, websocket_outbox
+    ):
+        publish("lobby", 3)
+        ids = [f"storm{n}" for n in range(12)]
+        for connection_id in ids:
+            add_session(api_gateway, connection_id)
+            websocket_outbox.mark_gone(connection_id)  # all still in their handshakes
+        for connection_id in ids:
+            replay.schedule(connection_id, "lobby", 0)
+        time.sleep(0.3)
+        busy = [t for t in threading.enumerate() if t.name == "ws-replay"]
+        assert 1 <= len(busy) <= replay.REPLAY_WORKERS
+        websocket_outbox.gone_connections.clear()  # the handshakes complete
+        for connection_id in ids:
+            wait_for(done_arrived(websocket_outbox, connection_id))
+            assert replayed(websocket_outbox.to(connection_id)) == ([1, 2, 3], [True])
+
     def test_without_since_nothing_is_replayed(self, client, websocket_outbox):
         publish("lobby", 5)
         client.connect("lobby")
@@ -551,6 +580,42 @@ class TestReplayAction:
         body = {"action": "replay"} if since is None else {"action": "replay", "since": since}
         response = client.send(body)
         assert (response.status_code, response.json()) == (400, INVALID_SINCE)
+
+    def test_only_while_the_view_still_allows_the_channel(self, api_gateway, websocket_outbox):
+        client = WebSocketClient(
+            api_gateway, outbox=websocket_outbox, websocket_path="/room/{route}"
+        )
+        assert client.connect("lobby").status_code == 200
+        publish("lobby", 2)
+        RoomView.CLOSED.add("lobby")
+        try:
+            response = client.send({"action": "replay", "since": 0})
+        finally:
+            RoomView.CLOSED.clear()
+        assert (response.status_code, response.json()) == (403, {"error": "Channel not allowed"})
+        assert [m.get("type") for m in client.received] == ["note", "note"]  # live only
+
+    def test_a_replay_flood_is_refused_after_a_few(self, client, caplog):
+        publish("lobby", 1)
+        with caplog.at_level(logging.WARNING):
+            statuses = [client.send({"action": "replay", "since": 0}).status_code for _ in range(9)]
+        limit = REPLAY_REQUESTS[0]
+        assert statuses == [200] * limit + [429] * (9 - limit)
+        assert client.send({"action": "chat", "text": "x"}).status_code != 429  # only replays
+        assert len([r for r in caplog.records if "replays per" in r.getMessage()]) == 1
+
+    def test_a_failed_post_is_a_503_not_a_traceback(self, client, caplog):
+        publish("lobby", 1)
+        throttled = ClientError(
+            {"Error": {"Code": "ForbiddenException", "Message": "Forbidden"}}, "PostToConnection"
+        )
+        with patch.object(replay, "post_to_connection", side_effect=throttled):
+            response = client.send({"action": "replay", "since": 0})
+        assert (response.status_code, response.json()) == (
+            503,
+            {"error": "Replay failed, try again later"},
+        )
+        assert any("Replay to" in r.getMessage() for r in caplog.records)
 
     def test_a_views_own_replay_handler_wins(self, api_gateway, websocket_outbox):
         client = WebSocketClient(
