@@ -48,10 +48,17 @@ def e2e_database(tmp_dir: Path, server_url: str | None = None):
 
 
 class GatewayProcess:
-    """``runapigateway`` on a free port, with migrations and demo users in its own database."""
+    """``runapigateway`` on a free port, with migrations and demo users in its own database.
+
+    ``port``: a given port instead, e.g. the one of a gateway stopped before, so that a test can
+    restart "the same" gateway (same database, same URLs) under clients that reconnect to it."""
 
     def __init__(
-        self, database_url: str, *extra_args: str, env: dict[str, str] | None = None
+        self,
+        database_url: str,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        port: int = 0,
     ) -> None:
         self.env = {
             **os.environ,
@@ -74,7 +81,7 @@ class GatewayProcess:
                 timeout=180,
             )
         self.process = subprocess.Popen(
-            [*manage, "runapigateway", "--port", "0", *extra_args],
+            [*manage, "runapigateway", "--port", str(port), *extra_args],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -84,6 +91,7 @@ class GatewayProcess:
         self.output: list[str] = []
         urls = self._wait_for_urls()
         self.base_url, self.ws_url = urls["Site"], urls["WebSocket"]
+        self.port = urllib.parse.urlsplit(self.base_url).port
         self.connections_url = urls["@connections"].removesuffix("/@connections/{id}")
 
     def _wait_for_urls(self) -> dict[str, str]:
