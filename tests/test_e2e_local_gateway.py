@@ -334,3 +334,25 @@ def test_ctrl_c_closes_sockets_and_runs_disconnect(tmp_path, bob):
             assert "Stopped." in process.rest_of_output()
         finally:
             process.stop()
+
+
+def test_hundreds_of_messages_on_one_socket_are_all_answered(tmp_path):
+    """Every event the gateway logs goes to its stdout: a run of a few hundred messages must
+    not fill an unread pipe and stall the gateway (it used to stop after about 100)."""
+    count = 300
+    with e2e_database(tmp_path) as database_url:
+        process = GatewayProcess(database_url, env={"WEBSOCKETS_MESSAGE_RATE_LIMIT": "off"})
+        try:
+            browser = Browser(process.base_url).login("bob")
+            with open_socket(process, browser) as socket:
+                for number in range(count):
+                    message = {"action": "chat_message", "message": f"message {number}"}
+                    socket.send(json.dumps(message))
+                echoed = [receive(socket, "chat_message")["message"] for _ in range(count)]
+            assert echoed == [f"message {number}" for number in range(count)]
+            stored = process.query(
+                "SELECT COUNT(*) FROM websocket_app_chatmessage WHERE text LIKE %s", "message %"
+            )
+            assert stored == [(count,)]
+        finally:
+            process.stop()
