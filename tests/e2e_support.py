@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -59,7 +60,10 @@ class GatewayProcess:
         *extra_args: str,
         env: dict[str, str] | None = None,
         port: int = 0,
+        read_output: bool = True,
     ) -> None:
+        """``read_output=False``: the caller reads ``process.stdout`` itself, and must keep
+        reading it (a full pipe blocks the gateway's next log line, and with it the gateway)."""
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -93,6 +97,17 @@ class GatewayProcess:
         self.base_url, self.ws_url = urls["Site"], urls["WebSocket"]
         self.port = urllib.parse.urlsplit(self.base_url).port
         self.connections_url = urls["@connections"].removesuffix("/@connections/{id}")
+        # The gateway logs a few lines per event: unread, they fill the 64 KiB pipe after
+        # about a hundred events and its next write blocks, stalling every socket.
+        self.reader: threading.Thread | None = None
+        if read_output:
+            self.reader = threading.Thread(target=self._read_output, daemon=True)
+            self.reader.start()
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
 
     def _wait_for_urls(self) -> dict[str, str]:
         """The URLs runapigateway prints: the site, the WebSocket and @connections."""
@@ -112,8 +127,13 @@ class GatewayProcess:
         raise RuntimeError("runapigateway did not start:\n" + "".join(self.output))
 
     def rest_of_output(self) -> str:
-        assert self.process.stdout is not None
-        return "".join(self.output) + self.process.stdout.read()
+        """Everything the gateway printed; once it has stopped, to its last line."""
+        if self.reader is None:
+            assert self.process.stdout is not None
+            return "".join(self.output) + self.process.stdout.read()
+        if self.process.poll() is not None:
+            self.reader.join(timeout=30)
+        return "".join(self.output)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
         if self.process.poll() is None:

@@ -432,7 +432,11 @@ def run_load(config: LoadConfig, database_url: str) -> dict[str, Any]:
     started = time.monotonic()
     open_files = raise_open_files_limit()
     gateway = GatewayProcess(
-        database_url, "--workers", str(config.workers), env=config.gateway_env()
+        database_url,
+        "--workers",
+        str(config.workers),
+        env=config.gateway_env(),
+        read_output=False,
     )
     assert gateway.process.stdout is not None
     log = GatewayLog(gateway.process.stdout)

@@ -309,6 +309,39 @@ def test_vanished_client_is_an_abnormal_closure(gateway, stub):
     assert stub.of_type("DISCONNECT")[0]["requestContext"]["disconnectStatusCode"] == 1006
 
 
+def test_a_client_that_stops_reading_does_not_hold_up_senders(gateway, stub):
+    """API Gateway answers a POST at once however slowly the client reads: a handler sending
+    to a stuck browser must not wait on it (it would stall every socket the handler serves).
+    Past a few MiB unsent, the stuck client is dropped and the POST says 410."""
+    import urllib.error
+    import urllib.request
+
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as stuck:
+        stuck.sendall(
+            b"GET /dev HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert stuck.recv(4096).startswith(b"HTTP/1.1 101")  # and never reads again
+        wait_for(lambda: gateway.connections)
+        url = f"{gateway.management_url}/@connections/{next(iter(gateway.connections))}"
+        codes = []
+        for _ in range(400):
+            request = urllib.request.Request(url, data=b"x" * (120 * 1024), method="POST")
+            try:
+                codes.append(urllib.request.urlopen(request, timeout=5).status)
+            except urllib.error.HTTPError as error:
+                codes.append(error.code)
+                break
+        assert codes[-1] == 410 and set(codes[:-1]) == {200}
+        wait_for(lambda: stub.of_type("DISCONNECT"))
+        assert stub.of_type("DISCONNECT")[0]["requestContext"]["disconnectStatusCode"] == 1006
+        with connect(gateway.websocket_url) as ws:
+            wait_for(lambda: gateway.connections)
+            other = f"{gateway.management_url}/@connections/{next(iter(gateway.connections))}"
+            urllib.request.urlopen(urllib.request.Request(other, data=b"hi", method="POST"))
+            assert ws.recv(timeout=5) == "hi"
+
+
 def test_connect_handler_crash_refuses_the_handshake(gateway, stub):
     def crash(event, context):
         raise RuntimeError("connect bug")

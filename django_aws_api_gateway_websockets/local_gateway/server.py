@@ -46,6 +46,10 @@ READ_CHUNK = 65536
 # asyncio's default of 100 overflows when fan-outs open hundreds of @connections requests at
 # once: the kernel then drops SYNs and each dropped client waits 1 s, 3 s... to retry.
 LISTEN_BACKLOG = 4096
+# What an @connections POST may leave queued for a client that is not reading before the
+# client is dropped: the POST answers at once, as API Gateway's does, so one stuck browser
+# never holds up the handler (and with it every other socket) that is sending to it.
+MAX_UNSENT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,28 @@ class LocalConnection:
         if self.open and self.protocol.state is State.OPEN:
             self.protocol.send_text(text.encode("utf-8"))
             await self.flush()
+
+    def post_text(self, text: str) -> bool:
+        """Queue ``text`` without waiting for the client to read it (an @connections POST);
+        False when the client has fallen more than ``MAX_UNSENT_BYTES`` behind and was
+        dropped for it."""
+        if not self.open or self.protocol.state is not State.OPEN:
+            return False
+        self.protocol.send_text(text.encode("utf-8"))
+        for chunk in self.protocol.data_to_send():
+            if chunk:
+                self.writer.write(chunk)
+        unsent = self.writer.transport.get_write_buffer_size()
+        if unsent <= MAX_UNSENT_BYTES:
+            return True
+        logger.warning(
+            "Connection %s is not reading (%d bytes unsent): dropped",
+            self.info.connection_id,
+            unsent,
+        )
+        self.open = False
+        self.writer.transport.abort()
+        return False
 
     async def close(self, code: int, reason: str) -> None:
         if self.protocol.state is State.OPEN:
@@ -324,7 +350,8 @@ class LocalApiGateway:
             if len(request.body) > self.limits.max_message_bytes:
                 return _aws_error(413, "PayloadTooLargeException", "Message too long")
             text = request.body.decode("utf-8", errors="replace")
-            await connection.send_text(text)
+            if not connection.post_text(text):
+                return _aws_error(410, "GoneException", f"{connection_id} is not connected")
             return 200, [("Content-Type", "application/json")], b""
         if request.method == "GET":
             body = json.dumps(connection.info.as_connection_info()).encode()
