@@ -42,6 +42,20 @@ def client(service: str = "apigatewayv2", **kwargs: Any) -> Any:
     return _patch_point().get_boto3_client(service, **kwargs)
 
 
+def invoke_client() -> Any:
+    """A Lambda client for the library's asynchronous self-invocations (fan-out batches,
+    replays), made through ``client()``: it fails fast, since a connect or a broadcast waits
+    for the ``Invoke`` (botocore's defaults, a 60 s connect timeout and retries, would outlast
+    API Gateway's 29 s when the function has no route to the Lambda API), and botocore does
+    not retry: ``fanout_dispatch.invoke_async`` retries throttling itself."""
+    from botocore.config import Config
+
+    config = Config(
+        retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=5
+    )
+    return client("lambda", config=config)
+
+
 def factory_is_default() -> bool:
     """True while ``models.get_boto3_client`` is the library's own (not patched or replaced)."""
     factory = _patch_point().get_boto3_client

@@ -88,7 +88,7 @@ def queue_batches(connection_ids: list[str], payload: bytes) -> tuple[int, list[
             "Fan-out payload too large to hand on: all %d sent here", len(connection_ids)
         )
         return 0, connection_ids
-    client = aws.client("lambda")
+    client = aws.invoke_client()
     function = fanout_function()
     backoff = Backoff.from_settings()
     for index, batch in enumerate(pending):

@@ -321,7 +321,7 @@ def schedule(connection_id: str, channel_name: str, since: int, presence: bool =
             }
         }
         payload = json.dumps(event, separators=(",", ":")).encode("utf-8")
-        if invoke_async(aws.client("lambda"), function, payload, Backoff.from_settings()):
+        if invoke_async(aws.invoke_client(), function, payload, Backoff.from_settings()):
             return
         logger.warning(
             "Replay for %s runs in a thread of this invocation (the invoke of %s failed): it "

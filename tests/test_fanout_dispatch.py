@@ -164,3 +164,22 @@ def test_a_failing_invoke_never_loses_or_repeats_a_connection(
 def test_malformed_fan_out_events_are_400(body, keep_test_connection):
     handler = make_lambda_handler()
     assert handler({"websocket_fanout": body}, None)["statusCode"] == 400
+
+
+def test_the_invoke_client_fails_fast_and_leaves_retries_to_the_library():
+    """A connect (replay) or a broadcast (fan-out batches) waits for the Invoke: botocore's
+    defaults (60 s to connect, several attempts) would outlast API Gateway's 29 s in a
+    function with no route to the Lambda API."""
+    from django_aws_api_gateway_websockets import aws
+
+    made = {}
+
+    def factory(service="apigatewayv2", **kwargs):
+        made[service] = kwargs["config"]
+        return Mock()
+
+    with patch("django_aws_api_gateway_websockets.models.get_boto3_client", side_effect=factory):
+        aws.invoke_client()
+    config = made["lambda"]
+    assert config.connect_timeout <= 5 and config.read_timeout <= 10
+    assert config.retries["total_max_attempts"] == 1
