@@ -65,7 +65,7 @@ class ChatWebSocketView(WebSocketView):
         message = ChatMessage.objects.create(room=room, user=user, text=text.strip())
         # Stored in the room's replay log: late joiners and reconnecting pages get it.
         report = room_audience(channel).broadcast(channel, message.as_event())
-        return JsonResponse({"type": "ack", "delivered": report.delivered, "seq": report.seq})
+        return JsonResponse({"type": "ack", "delivered": report.delivered})
 
     def who_is_here(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         """Who is in the room now: a newcomer is never sent its own presence join (it is
