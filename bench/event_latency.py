@@ -90,7 +90,7 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
     create_gateway()
     handler = make_lambda_handler()
     body = json.dumps({"action": "echo"})
-    message = load_event("message_history")
+    message = load_event("message_who_is_here")
     message["requestContext"]["connectionId"] = CONNECTION_ID
     message["body"] = body
     client = Client()

@@ -88,17 +88,21 @@ def test_two_clients_chat_in_a_room(gateway, alice, bob):
             event = receive(socket, "chat_message")
             assert (event["user"], event["message"]) == ("alice", "hello bob")
         assert receive(a, "ack")["delivered"] == 2
-        b.send(json.dumps({"action": "fetch_history"}))
-        history = receive(b, "history")
-        assert history["messages"][-1]["message"] == "hello bob"
+    # The room's history is its replay log: a newcomer connecting with since=0 gets it.
+    with open_socket(gateway, bob, since=0) as late:
+        replay = receive(late, "replay")
+        assert [m["message"] for m in replay["messages"]] == ["hello bob"]
 
 
 def test_rooms_are_separate(gateway, alice, bob):
     with open_socket(gateway, alice, "general") as a, open_socket(gateway, bob, "random") as b:
         b.send(json.dumps({"action": "chat_message", "message": "only random"}))
         receive(b, "chat_message")
-        a.send(json.dumps({"action": "fetch_history"}))
-        assert all(m["message"] != "only random" for m in receive(a, "history")["messages"])
+    with open_socket(gateway, alice, since=0) as a:
+        replay = receive(a, "replay")
+        assert replay["channel"] == "general" and replay["done"] is True
+        assert [m["room"] for m in replay["messages"]] == ["general"] * len(replay["messages"])
+        assert all(m["message"] != "only random" for m in replay["messages"])
 
 
 @pytest.mark.parametrize(
@@ -185,9 +189,9 @@ def test_message_over_128_kib_in_small_frames_is_closed_1009(gateway, alice):
 
 def test_message_under_128_kib_in_frames_is_delivered(gateway, alice):
     with open_socket(gateway, alice) as socket:
-        body = json.dumps({"action": "fetch_history", "pad": "z" * (100 * 1024)})
+        body = json.dumps({"action": "who_is_here", "pad": "z" * (100 * 1024)})
         socket.send(iter([body[i : i + 16384] for i in range(0, len(body), 16384)]))
-        assert receive(socket, "history")["room"] == "general"
+        assert receive(socket, "here_now")["channel"] == "general"
 
 
 # Sent from another process, as a worker or a management command would: the library's own
@@ -287,15 +291,15 @@ def test_a_pinging_connection_outlives_the_idle_timeout(gateway, alice):
             assert receive(socket, "pong") == {"type": "pong"}
             time.sleep(IDLE_TIMEOUT / 3)
         # Still open well past the timeout: it still carries messages both ways.
-        socket.send(json.dumps({"action": "fetch_history"}))
-        assert receive(socket, "history")["room"] == "general"
+        socket.send(json.dumps({"action": "who_is_here"}))
+        assert receive(socket, "here_now")["channel"] == "general"
         assert session_connected(gateway, connection_id)
         request_count = gateway.query(
             "SELECT request_count FROM django_aws_api_gateway_websockets_websocketsession "
             "WHERE connection_id = %s",
             connection_id,
         )
-        assert request_count == [(1,)]  # the pings were free; fetch_history counted
+        assert request_count == [(1,)]  # the pings were free; who_is_here counted
 
 
 def test_idle_timeout_from_the_setting(tmp_path, bob):

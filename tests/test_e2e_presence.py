@@ -51,15 +51,15 @@ def test_joins_and_leaves_follow_the_first_and_last_tab(gateway, alice, bob):
     ):
         assert presence_in(messages_until(a, "presence")) == [("join", "bob", ["alice", "bob"])]
         with open_socket(gateway, bob, "random") as second_tab:
-            # The newcomer is not sent its own join; the room's history lists who is here.
-            second_tab.send(json.dumps({"action": "fetch_history"}))
-            assert messages_until(second_tab, "history")[-1]["users"] == ["alice", "bob"]
+            # The newcomer is not sent its own join; the chat's who_is_here lists who is here.
+            second_tab.send(json.dumps({"action": "who_is_here"}))
+            assert messages_until(second_tab, "here_now")[-1]["users"] == ["alice", "bob"]
             first_tab.close()
-            # bob is still here in his second tab: no leave (history answers after the close
+            # bob is still here in his second tab: no leave (who_is_here answers after the close
             # has been handled, the socket's $disconnect comes first).
             time.sleep(1)
-            a.send(json.dumps({"action": "fetch_history"}))
-            assert presence_in(messages_until(a, "history")) == []
+            a.send(json.dumps({"action": "who_is_here"}))
+            assert presence_in(messages_until(a, "here_now")) == []
         assert presence_in(messages_until(a, "presence")) == [("leave", "bob", ["alice"])]
 
 
@@ -74,6 +74,6 @@ def test_a_socket_that_drops_leaves_exactly_once(gateway, alice, bob):
             a.send(json.dumps({"action": "chat_message", "message": "still there?"}))
             received += messages_until(a, "ack")
             time.sleep(0.25)
-        a.send(json.dumps({"action": "fetch_history"}))
-        received += messages_until(a, "history")
+        a.send(json.dumps({"action": "who_is_here"}))
+        received += messages_until(a, "here_now")
         assert presence_in(received) == [("leave", "bob", ["alice"])]

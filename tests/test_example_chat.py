@@ -12,9 +12,10 @@ from django.core.management import call_command
 from django.test import Client, RequestFactory, override_settings
 from django.views.defaults import permission_denied
 
-from django_aws_api_gateway_websockets.models import WebSocketSession
+from django_aws_api_gateway_websockets.models import ChannelMessage, WebSocketSession
 from tests.seed.headers import api_gateway_connect_headers, api_gateway_headers
 from websocket_app.models import ChatMessage, Room
+from websocket_app.views import HISTORY_LENGTH
 
 pytestmark = pytest.mark.django_db
 
@@ -86,6 +87,7 @@ def test_chat_message_is_stored_and_sent_to_the_room_only(users, rooms, api_gate
     assert sent_to == {"alice-1", "bob-1"}
     event = json.loads(aws_client.post_to_connection.call_args.kwargs["Data"])
     assert (event["type"], event["user"], event["message"]) == ("chat_message", "alice", "hello")
+    assert event["seq"] == 1  # stored in the room's replay log: the page's history
     assert ChatMessage.objects.get().room == rooms["public"]
 
 
@@ -106,14 +108,35 @@ def test_removed_member_can_no_longer_post(users, rooms, api_gateway, aws_client
     assert not ChatMessage.objects.exists()
 
 
-def test_history_returns_the_rooms_messages_in_order(users, rooms, api_gateway):
-    for text in ("one", "two"):
-        ChatMessage.objects.create(room=rooms["public"], user=users["bob"], text=text)
-    ChatMessage.objects.create(room=rooms["private"], user=users["bob"], text="secret")
+def test_messages_are_kept_in_their_rooms_replay_log(users, rooms, api_gateway, aws_client):
     connect_as(users["alice"], api_gateway, "general", "alice-1")
-    history = message({"action": "fetch_history"}, "alice-1").json()
-    assert history["type"] == "history"
-    assert [m["message"] for m in history["messages"]] == ["one", "two"]
+    connect_as(users["bob"], api_gateway, "team-a", "bob-1")
+    for text in ("one", "two"):
+        message({"action": "chat_message", "message": text}, "alice-1")
+    message({"action": "chat_message", "message": "secret"}, "bob-1")
+    log = ChannelMessage.objects.filter(channel_name="general").order_by("seq")
+    assert [(m.seq, json.loads(m.payload)["message"]) for m in log] == [(1, "one"), (2, "two")]
+    assert ChannelMessage.objects.get(channel_name="team-a").seq == 1
+
+
+def test_room_page_replays_the_last_messages_of_each_room(users, rooms, api_gateway):
+    for seq in range(1, HISTORY_LENGTH + 21):
+        ChannelMessage.objects.create(channel_name="general", seq=seq, payload="{}")
+    ChannelMessage.objects.create(channel_name="team-a", seq=7, payload="{}")
+    client = Client()
+    client.force_login(users["alice"])
+    page = client.get("/rooms/general/")
+    assert page.context["client_config"]["since"] == 20  # the last HISTORY_LENGTH
+    html = page.content.decode()
+    # Room links carry theirs, for a room change: team-a's only kept message is 7 (no gap).
+    assert 'data-room="team-a" data-since="6"' in html
+    assert 'data-room="general" data-since="20"' in html
+
+
+def test_room_page_of_an_empty_room_replays_from_the_start(users, rooms, api_gateway):
+    client = Client()
+    client.force_login(users["alice"])
+    assert client.get("/rooms/general/").context["client_config"]["since"] == 0
 
 
 def test_change_room_respects_membership(users, rooms, api_gateway):
@@ -191,10 +214,12 @@ def test_presence_is_announced_to_the_room_on_connect_and_disconnect(
     assert json.loads(calls[0].kwargs["Data"])["event"] == "leave"
 
 
-def test_history_includes_who_is_here(users, rooms, api_gateway):
+def test_who_is_here_lists_the_room_including_the_newcomer(users, rooms, api_gateway):
     connect_as(users["alice"], api_gateway, "general", "alice-1")
     connect_as(users["bob"], api_gateway, "general", "bob-1")
-    assert message({"action": "fetch_history"}, "alice-1").json()["users"] == ["alice", "bob"]
+    connect_as(users["mallory"], api_gateway, "random", "mallory-1")
+    answer = message({"action": "who_is_here"}, "alice-1").json()
+    assert answer == {"type": "here_now", "channel": "general", "users": ["alice", "bob"]}
 
 
 def test_room_page_needs_login_and_membership(users, rooms, api_gateway):
@@ -218,7 +243,7 @@ def test_removed_member_stops_receiving_and_reading(users, rooms, api_gateway, a
     message({"action": "chat_message", "message": "bob is gone"}, "alice-1")
     recipients = {c.kwargs["ConnectionId"] for c in aws_client.post_to_connection.call_args_list}
     assert recipients == {"alice-1"}
-    assert message({"action": "fetch_history"}, "bob-1").status_code == 403
+    assert message({"action": "who_is_here"}, "bob-1").status_code == 403
 
 
 FAVICON = '<link rel="icon" href="/static/websocket_app/favicon.svg" type="image/svg+xml">'

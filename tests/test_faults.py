@@ -54,9 +54,9 @@ def test_a_dropped_database_connection_is_replaced_between_invocations(settings,
 
     drop_database_connection()
 
-    response = handler(load_event("message_history"), None)
+    response = handler(load_event("message_who_is_here"), None)
     assert response["statusCode"] == 200
-    assert json.loads(response["body"])["type"] == "history"
+    assert json.loads(response["body"])["type"] == "here_now"
     session = WebSocketSession.objects.get(connection_id=SAMPLE_CONNECTION_ID)
     assert session.request_count == 1  # the message was applied once, nothing half-done
 
@@ -102,7 +102,7 @@ class TestOutOfOrderEvents:
         user = django_user_model.objects.create_user(username="alice")
         handler(authenticate_connect_event(load_event("connect"), user), None)
         handler(load_event("disconnect"), None)
-        assert handler(load_event("message_history"), None)["statusCode"] == 403
+        assert handler(load_event("message_who_is_here"), None)["statusCode"] == 403
 
     def test_repeated_disconnect_is_harmless(self, handler, django_user_model):
         user = django_user_model.objects.create_user(username="alice")

@@ -73,7 +73,7 @@ def handler(settings, keep_test_connection):
 @given(body=json_values, handler_name=names, action=names)
 def test_messages_never_run_disallowed_methods_or_fail(handler, body, handler_name, action):
     payload = {"handler": handler_name, "action": action, "data": body}
-    event = load_event("message_history")
+    event = load_event("message_who_is_here")
     event["body"] = json.dumps(payload)
     support_views.CALLS.clear()
     result = handler(event, None)
@@ -89,7 +89,7 @@ def test_messages_never_run_disallowed_methods_or_fail(handler, body, handler_na
 @PROPERTY_SETTINGS
 @given(raw=st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
 def test_arbitrary_message_bodies_are_4xx_or_handled(handler, raw):
-    event = load_event("message_history")
+    event = load_event("message_who_is_here")
     event["body"] = raw
     assert handler(event, None)["statusCode"] < 500
 

@@ -38,8 +38,8 @@ def test_connect_as_a_user_then_message(django_user_model):
     session = WebSocketSession.objects.get(connection_id=SAMPLE_CONNECTION_ID)
     assert session.user.username == "demo"
 
-    output = invoke(str(EVENTS_DIR / "message_history.json"))
-    assert json.loads(response_of(output)["body"])["type"] == "history"
+    output = invoke(str(EVENTS_DIR / "message_who_is_here.json"))
+    assert json.loads(response_of(output)["body"])["type"] == "here_now"
     logs = output.split("Logs:\n", 1)[1]
     handled = [json.loads(line) for line in logs.splitlines() if "Event handled" in line]
     assert handled[0]["correlation_id"] == "Cq1BJFkOIAMFdWh="

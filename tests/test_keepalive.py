@@ -66,7 +66,7 @@ def lambda_handler(settings, keep_test_connection, django_user_model):
 
 
 def ping_event():
-    event = load_event("message_history")
+    event = load_event("message_who_is_here")
     event["body"] = json.dumps(PING)
     return event
 
@@ -86,7 +86,7 @@ def test_ping_is_answered_pong_with_one_read_and_no_write(lambda_handler):
 
 
 def test_any_other_message_still_counts(lambda_handler):
-    event = load_event("message_history")
+    event = load_event("message_who_is_here")
     event["body"] = json.dumps({"action": "echo"})
     lambda_handler(event, None)
     assert WebSocketSession.objects.get().request_count == 1

@@ -120,9 +120,9 @@ class TestConnect:
 
 class TestMessages:
     def test_reply_is_the_route_response(self, handler, connected):
-        response = handler(load_event("message_history"), None)
+        response = handler(load_event("message_who_is_here"), None)
         assert response["statusCode"] == 200
-        assert json.loads(response["body"])["type"] == "history"
+        assert json.loads(response["body"])["type"] == "here_now"
 
     def test_chat_message_fans_out_through_the_learned_endpoint(
         self, handler, connected, aws_client
@@ -136,24 +136,24 @@ class TestMessages:
         assert posted["message"] == "Hello from a sample event"
 
     def test_custom_route_key_reaches_the_view(self, handler, connected):
-        event = load_event("message_history", routeKey="fetch_history")
+        event = load_event("message_who_is_here", routeKey="who_is_here")
         assert handler(event, None)["statusCode"] == 200
 
     @pytest.mark.parametrize("route_key", ["connect", "disconnect", "$connect"])
     def test_custom_route_named_like_a_lifecycle_route_is_a_message(
         self, handler, connected, route_key
     ):
-        response = handler(load_event("message_history", routeKey=route_key), None)
-        assert json.loads(response["body"])["type"] == "history"
+        response = handler(load_event("message_who_is_here", routeKey=route_key), None)
+        assert json.loads(response["body"])["type"] == "here_now"
         connected.refresh_from_db()
         assert connected.connected is True
 
     def test_odd_route_key_is_delivered_as_default(self, handler, connected):
-        event = load_event("message_history", routeKey="chat.message/../x")
+        event = load_event("message_who_is_here", routeKey="chat.message/../x")
         assert handler(event, None)["statusCode"] == 200
 
     def test_base64_body(self, handler, connected):
-        event = message_event(base64.b64encode(b'{"action": "fetch_history"}').decode())
+        event = message_event(base64.b64encode(b'{"action": "who_is_here"}').decode())
         event["isBase64Encoded"] = True
         assert handler(event, None)["statusCode"] == 200
 
@@ -162,13 +162,13 @@ class TestMessages:
         assert handler(message_event(body), None)["statusCode"] == 400
 
     def test_message_from_unknown_connection_is_403(self, handler, sample_gateway):
-        assert handler(load_event("message_history"), None)["statusCode"] == 403
+        assert handler(load_event("message_who_is_here"), None)["statusCode"] == 403
 
     def test_bare_ws_path_form(self, settings, handler, connected):
         settings.ROOT_URLCONF = "tests.lambda_bare_urls"
         bare = make_lambda_handler(websocket_path="/ws/")
-        response = bare(load_event("message_history"), None)
-        assert json.loads(response["body"])["type"] == "history"
+        response = bare(load_event("message_who_is_here"), None)
+        assert json.loads(response["body"])["type"] == "here_now"
 
 
 class TestDisconnect:
@@ -199,7 +199,7 @@ class TestForgedHttpEvents:
                 "content-type": "application/json",
             }
         )
-        event["body"] = json.dumps({"action": "fetch_history"})
+        event["body"] = json.dumps({"action": "who_is_here"})
         assert handler(event, None)["statusCode"] == 403
 
     def test_integration_secret_guards_http_integrations(self, settings, client, connected):
@@ -207,7 +207,7 @@ class TestForgedHttpEvents:
 
         settings.WEBSOCKETS = {"integration_secret": "s3cret"}
         headers = api_gateway_headers(api_id=SAMPLE_API_ID, connection_id=SAMPLE_CONNECTION_ID)
-        body = json.dumps({"action": "fetch_history"})
+        body = json.dumps({"action": "who_is_here"})
         post = dict(path="/ws/default", data=body, content_type="application/json")
         assert client.post(**post, **headers).status_code == 403
         wrong = client.post(**post, **headers, HTTP_X_WEBSOCKET_INTEGRATION_SECRET="guess")
@@ -308,7 +308,7 @@ class TestMalformed:
             "django_aws_api_gateway_websockets.serverless.events.WebSocketEvent.as_wsgi_event",
             explode,
         )
-        result = handler(load_event("message_history"), None)
+        result = handler(load_event("message_who_is_here"), None)
         assert result == {"statusCode": 500, "body": "Internal error"}
         lines = log_lines(capsys.readouterr().out)
         assert any("adapter bug" in line.get("exception", "") for line in lines)
@@ -354,7 +354,7 @@ class TestSetUp:
 class TestObservability:
     def test_one_structured_line_per_event(self, handler, connected, capsys):
         capsys.readouterr()
-        handler(load_event("message_history"), None)
+        handler(load_event("message_who_is_here"), None)
         lines = log_lines(capsys.readouterr().out)
         handled = [line for line in lines if line.get("message") == "Event handled"]
         assert len(handled) == 1
@@ -387,7 +387,7 @@ class TestObservability:
         assert rejected and rejected[0]["correlation_id"] == "Cq1AAFkNIAMFXfQ="
 
     def test_keys_do_not_leak_into_the_next_event(self, handler, connected, capsys):
-        handler(load_event("message_history"), None)
+        handler(load_event("message_who_is_here"), None)
         capsys.readouterr()
         handler(load_event("keep_warm"), None)
         line = log_lines(capsys.readouterr().out)[-1]
@@ -413,7 +413,7 @@ class TestObservability:
         results = {}
 
         def invoke(name):
-            event = load_event("message_history")
+            event = load_event("message_who_is_here")
             event["requestContext"]["connectionId"] = f"{name}Conn="
             event["requestContext"]["requestId"] = f"{name}Request="
             try:
@@ -484,7 +484,7 @@ class TestReviewFixes:
             explode,
         )
         capsys.readouterr()
-        handler(load_event("message_history"), None)
+        handler(load_event("message_who_is_here"), None)
         documents = [line for line in log_lines(capsys.readouterr().out) if "_aws" in line]
         assert documents[0]["Errors"] in (1.0, [1.0])
 
@@ -538,7 +538,7 @@ class TestMoreMalformed:
                 "X-Amzn-Apigateway-Api-Id": SAMPLE_API_ID,
                 "Content-Type": "application/json",
             },
-            "body": json.dumps({"action": "fetch_history"}),
+            "body": json.dumps({"action": "who_is_here"}),
         }
         assert handler(event, None)["statusCode"] == 403
 

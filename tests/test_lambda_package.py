@@ -338,7 +338,7 @@ EXPECTED = {
     "keep_warm.json": ("warm", "zappa's keep-warm rule"),
     "manage_clear_sessions.json": (200, "a management command"),
     "message_chat.json": (403, "a message from an unknown connection"),
-    "message_history.json": (403, "a message from an unknown connection"),
+    "message_who_is_here.json": (403, "a message from an unknown connection"),
     "scheduled_cleanup_tokens.json": ("Deleted", "the token clean-up schedule"),
     "scheduled_clear_sessions.json": ("Deleted", "the session clean-up schedule"),
 }

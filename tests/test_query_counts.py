@@ -64,7 +64,7 @@ def test_connect_with_token_and_rate_limit(handler, connect_event):
 
 def test_message_from_a_known_connection(handler, connect_event):
     handler(connect_event, None)
-    event = load_event("message_history")
+    event = load_event("message_who_is_here")
     event["body"] = json.dumps({"action": "echo"})
     response, sql = run(handler, event)
     assert response["statusCode"] == 200

@@ -208,15 +208,15 @@ def test_docs_serverless_yml_chats_through_serverless_offline(offline):
                 additional_headers=bob.socket_headers(),
             ) as bob_socket,
         ):
-            await alice_socket.send(json.dumps({"handler": "fetch_history"}))
-            history = await next_of_type(alice_socket, "history")
+            await alice_socket.send(json.dumps({"handler": "who_is_here"}))
+            here = await next_of_type(alice_socket, "here_now")
             await alice_socket.send(json.dumps({"handler": "chat_message", "message": "hi bob"}))
             ack = await next_of_type(alice_socket, "ack")
             received = await next_of_type(bob_socket, "chat_message")
-            return history, ack, received
+            return here, ack, received
 
-    history, ack, received = asyncio.run(chat())
-    assert history["room"] == "general"
+    here, ack, received = asyncio.run(chat())
+    assert here["users"] == ["alice", "bob"]
     assert ack == {"type": "ack", "delivered": 2}
     assert (received["user"], received["message"]) == ("alice", "hi bob")
 
@@ -230,10 +230,10 @@ def test_a_non_browser_client_without_origin_connects(offline):
             f"ws://localhost:{offline.websocket_port}/local?ws_token={carol.token()}",
             additional_headers={"Cookie": carol.cookie_header},
         ) as sock:
-            await sock.send(json.dumps({"handler": "fetch_history"}))
-            return await next_of_type(sock, "history")
+            await sock.send(json.dumps({"handler": "who_is_here"}))
+            return await next_of_type(sock, "here_now")
 
-    assert asyncio.run(connect())["type"] == "history"
+    assert asyncio.run(connect())["channel"] == "default"
 
 
 def test_refused_connect_and_http_cookies_are_clean(offline):

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import LogoutView
+from django.db.models import Max, Min
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -16,11 +17,12 @@ from django_aws_api_gateway_websockets.mixins import (
     AddWebSocketRouteToContextMixin,
     AppChannelWebSocketMixin,
 )
-from django_aws_api_gateway_websockets.models import WebSocketSession
+from django_aws_api_gateway_websockets.models import ChannelMessage, WebSocketSession
 from django_aws_api_gateway_websockets.views import WebSocketView
 
 from .models import ChatMessage, Room
 
+# How many of a room's latest messages a first load (or a room change) replays.
 HISTORY_LENGTH = 50
 MAX_MESSAGE_LENGTH = 2000
 
@@ -61,25 +63,18 @@ class ChatWebSocketView(WebSocketView):
         room, _ = Room.objects.get_or_create(slug=channel, defaults={"title": channel})
         user = request.user if request.user.is_authenticated else None
         message = ChatMessage.objects.create(room=room, user=user, text=text.strip())
-        report = room_audience(channel).send_message(message.as_event())
+        # Stored in the room's replay log: late joiners and reconnecting pages get it.
+        report = room_audience(channel).broadcast(channel, message.as_event())
         return JsonResponse({"type": "ack", "delivered": report.delivered})
 
-    def fetch_history(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def who_is_here(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Who is in the room now: a newcomer is never sent its own presence join (it is
+        still connecting), so the page asks once its socket is open."""
         channel = self.websocket_session.channel_name
         if not self.is_channel_allowed(request, channel):
             return self.permission_denied(request)
-        recent = ChatMessage.objects.filter(room__slug=channel).select_related("room", "user")
-        messages = [
-            m.as_event() for m in reversed(recent.order_by("-created_on", "-pk")[:HISTORY_LENGTH])
-        ]
-        return JsonResponse(
-            {
-                "type": "history",
-                "room": channel,
-                "messages": messages,
-                "users": WebSocketSession.objects.present_users(channel),
-            }
-        )
+        users = WebSocketSession.objects.present_users(channel)
+        return JsonResponse({"type": "here_now", "channel": channel, "users": users})
 
     def restricted(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.has_perm("websocket_app.can_use_chat"):
@@ -92,6 +87,21 @@ class ChatWebSocketView(WebSocketView):
 
 def rooms_for(user: Any) -> list[Room]:
     return [room for room in Room.objects.prefetch_related("members") if room.admits(user)]
+
+
+def replay_starts(channels: list[str]) -> dict[str, int]:
+    """Per channel, the ``since`` that replays its last ``HISTORY_LENGTH`` retained messages
+    (0 for a channel with none): the page's history is that replay, bounded so a first load
+    does not bring the whole log, and never before the oldest kept (no false gap notice)."""
+    logs = (
+        ChannelMessage.objects.filter(channel_name__in=channels)
+        .values("channel_name")
+        .annotate(first=Min("seq"), latest=Max("seq"))
+    )
+    starts = dict.fromkeys(channels, 0)
+    for log in logs:
+        starts[log["channel_name"]] = max(log["latest"] - HISTORY_LENGTH, log["first"] - 1)
+    return starts
 
 
 class IndexView(AddWebSocketRouteToContextMixin, TemplateView):
@@ -116,8 +126,13 @@ class RoomView(LoginRequiredMixin, AppChannelWebSocketMixin, TemplateView):
         if not room.admits(self.request.user):
             raise Http404("No such room")
         context = super().get_context_data(**kwargs)
-        context.update(room=room, rooms=rooms_for(self.request.user))
+        rooms = rooms_for(self.request.user)
+        starts = replay_starts([other.slug for other in rooms])
+        for other in rooms:
+            other.replay_since = starts[other.slug]
+        context.update(room=room, rooms=rooms)
         context["client_config"] = {
+            "since": starts[room.slug],
             "url": context["websocket_url"],
             "channel": context["websocket_channel"],
             "tokenUrl": reverse("websocket_token"),

@@ -39,6 +39,9 @@ const client = new WebSocketClient({
   url: config.url,
   channel: config.channel,
   tokenUrl: config.tokenUrl,
+  // The room's history is the replay of its last messages (the server picks where it
+  // starts); after that the client resumes from what it has shown, on every reconnect.
+  since: config.since,
 });
 
 function say(text, { retry = false, relogin = false } = {}) {
@@ -59,6 +62,7 @@ function formatTime(date) {
 function showMessage(event) {
   const item = document.createElement("li");
   item.dataset.user = event.user;
+  if (event.seq !== undefined) item.dataset.seq = event.seq;
   const who = document.createElement("strong");
   who.className = "user";
   who.textContent = event.user;
@@ -156,15 +160,21 @@ retryButton.addEventListener("click", () => {
 client.on("chat_message", (event) => {
   if (event.room === client.channel) showMessage(event);
 });
-client.on("history", (event) => {
-  messages.replaceChildren();
-  event.messages.forEach(showMessage);
-  showPresence(event.users);
-});
 // The library's presence events (the view's PRESENCE): someone joined or left; "users" is who
-// is here now. Our own join is not sent to us (we were still connecting): history lists us.
+// is here now. Our own join is not sent to us (we were still connecting): who_is_here lists us.
 client.on("presence", (event) => {
   if (event.channel === client.channel) showPresence(event.users);
+});
+client.on("here_now", (event) => {
+  if (event.channel === client.channel) showPresence(event.users);
+});
+// Messages the replay log no longer holds (trimmed, or older than what the client asked for).
+client.on("gap", (event) => {
+  if (event.channel !== client.channel) return;
+  const item = document.createElement("li");
+  item.className = "gap";
+  item.textContent = "Older messages are no longer available.";
+  messages.append(item);
 });
 client.on("error", (event) => {
   say(event.error ?? "Something went wrong");
@@ -172,8 +182,9 @@ client.on("error", (event) => {
 client.onState((state) => {
   status.textContent = STATE_LABELS[state] ?? state;
   document.body.dataset.socket = state;
-  // History on join: API Gateway cannot push during $connect, so ask once open.
-  if (state === "open") client.sendAction("fetch_history");
+  // Who is here, on every (re)connect: API Gateway cannot push during $connect, and
+  // presence events sent while the socket was down are not replayed.
+  if (state === "open") client.sendAction("who_is_here");
 });
 
 document.getElementById("composer").addEventListener("submit", (submitted) => {
@@ -203,7 +214,8 @@ function joinRoom(room) {
   messages.replaceChildren();
   presence.replaceChildren();
   say("");
-  connectWithRetries(() => client.changeChannel(room));
+  const since = Number(link.dataset.since) || 0;
+  connectWithRetries(() => client.changeChannel(room, { since }));
 }
 
 for (const link of roomLinks) {
