@@ -70,7 +70,6 @@ def _user_stays(session: WebSocketSession, channel: str) -> bool:
             channel_name=channel,
             user_id=session.user_id,
             presence=True,
-            connected=True,
             created_on__gt=cutoff,
         )
         .exclude(pk=session.pk)
