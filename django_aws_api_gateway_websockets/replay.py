@@ -371,6 +371,10 @@ if hasattr(os, "register_at_fork"):
 def _deliver_in_thread(connection_id: str, channel_name: str, since: int, presence: bool) -> None:
     try:
         deliver(connection_id, channel_name, since, presence=presence)
+    except aws.errors() as error:
+        # AWS refused a post, or the @connections API could not be reached (a network fault,
+        # a gateway shutting down): one line, no traceback; the client asks again on its own.
+        logger.warning("Replay to %s failed: %s", connection_id, aws.describe(error))
     except Exception:
         logger.exception("Replay to %s failed", connection_id)
     finally:

@@ -689,7 +689,7 @@ class WebSocketView(View):
 
         try:
             replay.deliver(session.connection_id, session.channel_name, since, connect_wait=0)
-        except aws.client_error() as error:
+        except aws.errors() as error:
             logger.warning(
                 "Replay to %s failed: %s",
                 session.connection_id,

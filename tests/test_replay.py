@@ -519,6 +519,24 @@ class TestConnectWithSince:
             wait_for(done_arrived(websocket_outbox, connection_id))
             assert replayed(websocket_outbox.to(connection_id)) == ([1, 2, 3], [True])
 
+    def test_an_unreachable_connections_api_is_one_warning_not_a_traceback(
+        self, api_gateway, caplog
+    ):
+        """A gateway shutting down (or a network fault) under a replay still retrying."""
+        import socket as sockets
+
+        with sockets.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        api_gateway.management_endpoint_url = f"http://127.0.0.1:{port}/local"
+        api_gateway.save()
+        add_session(api_gateway, "lonely")
+        publish("lobby", 1)
+        with caplog.at_level(logging.WARNING):
+            replay._deliver_in_thread("lonely", "lobby", 0, False)
+        failures = [r for r in caplog.records if "Replay to lonely failed" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].exc_info is None
+
     def test_without_since_nothing_is_replayed(self, client, websocket_outbox):
         publish("lobby", 5)
         client.connect("lobby")
