@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,3 +155,35 @@ def emit(result: dict[str, Any]) -> None:
     """The benchmark's one machine-readable line: always the last line of stdout."""
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=False), flush=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a bench's own server."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stats(base: str) -> dict:
+    """What ``connections_server.py`` at ``base`` has counted."""
+    return json.loads(urllib.request.urlopen(base + "/stats").read())
+
+
+def reset(base: str) -> None:
+    """Zero ``connections_server.py``'s counts."""
+    urllib.request.urlopen(urllib.request.Request(base + "/stats", method="DELETE"))
+
+
+def make_room(gateway: Any, channel: str, count: int) -> None:
+    """``count`` connected sessions of ``gateway`` in ``channel``, in bulk."""
+    from django_aws_api_gateway_websockets.models import WebSocketSession
+
+    WebSocketSession.objects.bulk_create(
+        [
+            WebSocketSession(
+                connection_id=f"{channel}-{n}", channel_name=channel, api_gateway=gateway
+            )
+            for n in range(1, count + 1)
+        ],
+        batch_size=2000,
+    )

@@ -19,27 +19,18 @@ Prints one JSON line per measurement; the last one sums them up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, emit, setup_django, throwaway_database  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from common import ROOT, emit, free_port, make_room, reset, setup_django, stats, throwaway_database  # noqa: E402
 
 
 @contextmanager
@@ -58,28 +49,6 @@ def connections_server(delay_ms: int, rate: float) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(10)
-
-
-def stats(base: str) -> dict:
-    return json.loads(urllib.request.urlopen(base + "/stats").read())
-
-
-def reset(base: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(base + "/stats", method="DELETE"))
-
-
-def make_room(gateway, channel: str, count: int) -> None:
-    from django_aws_api_gateway_websockets.models import WebSocketSession
-
-    WebSocketSession.objects.bulk_create(
-        [
-            WebSocketSession(
-                connection_id=f"{channel}-{n}", channel_name=channel, api_gateway=gateway
-            )
-            for n in range(1, count + 1)
-        ],
-        batch_size=2000,
-    )
 
 
 class WaitRecorder:

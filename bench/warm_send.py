@@ -22,53 +22,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, django_env, percentile, setup_django, throwaway_database  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    django_env,
+    emit,
+    free_port,
+    make_room,
+    percentile,
+    reset,
+    setup_django,
+    stats,
+    throwaway_database,
+)
 
 from django_aws_api_gateway_websockets.serverless.packaging import compile_bytecode  # noqa: E402
 
 ROOM = 10
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stats(base: str) -> dict:
-    return json.loads(urllib.request.urlopen(base + "/stats").read())
-
-
-def reset(base: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(base + "/stats", method="DELETE"))
-
-
-def emit(result: dict) -> None:
-    print(json.dumps(result), flush=True)
-
-
-def make_room(gateway, channel: str, count: int) -> None:
-    from django_aws_api_gateway_websockets.models import WebSocketSession
-
-    WebSocketSession.objects.bulk_create(
-        [
-            WebSocketSession(
-                connection_id=f"{channel}-{n}", channel_name=channel, api_gateway=gateway
-            )
-            for n in range(1, count + 1)
-        ],
-        batch_size=2000,
-    )
 
 
 FIRST_SEND = """
