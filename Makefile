@@ -7,6 +7,8 @@ PORT ?= 8001
 # Another name for the same address: pages open the socket there, so the site's cookies and
 # origin do not reach it, as with API Gateway's two hosts on AWS.
 SOCKET_HOST ?= localhost
+# pytest-xdist workers: most of the suite waits on real processes, sockets and browsers.
+TEST_WORKERS ?= 2
 
 .PHONY: install browser run test lint clean
 
@@ -32,7 +34,7 @@ run: install
 
 test: install browser
 	$(PY) -m coverage erase
-	$(PY) -W error::DeprecationWarning -W error::PendingDeprecationWarning -m coverage run --parallel -m pytest --ds tests.settings
+	$(PY) -W error::DeprecationWarning -W error::PendingDeprecationWarning -m coverage run --parallel -m pytest --ds tests.settings -n $(TEST_WORKERS)
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report
 	node --test tests/js/
