@@ -7,7 +7,8 @@ PORT ?= 8001
 # Another name for the same address: pages open the socket there, so the site's cookies and
 # origin do not reach it, as with API Gateway's two hosts on AWS.
 SOCKET_HOST ?= localhost
-# pytest-xdist workers: most of the suite waits on real processes, sockets and browsers.
+# pytest-xdist workers (0: one process): most of the suite waits on real processes, sockets
+# and browsers.
 TEST_WORKERS ?= 2
 
 .PHONY: install browser run test lint clean
