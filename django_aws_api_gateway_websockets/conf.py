@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     # API Gateway answers 410 to posts until a $connect's handshake completes: how long the
     # replay after a connect with ?since= keeps trying before it takes the connection as gone.
     "replay_connect_wait_seconds": 5.0,
+    # SnapStart: before the snapshot, CONNECT and DISCONNECT a made-up user through the
+    # project's own view, in a transaction that is rolled back, so that restored copies find
+    # that path's caches warm (serverless/snapstart_rehearsal.py says what runs).
+    "snapstart_rehearsal": False,
 }
 
 

@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
@@ -57,6 +58,9 @@ logger = logging.getLogger(__name__)
 # (view class, exception type) -> when its last error mail went out (time.monotonic()).
 _LAST_MAIL: dict[tuple[type, type | None], float] = {}
 _LAST_MAIL_LOCK = threading.Lock()
+# True while the SnapStart rehearsal plays its events: a handler error there mails no one and
+# leaves no "last mailed" time in the snapshot (serverless/snapstart_rehearsal.py).
+MAIL_MUTED: ContextVar[bool] = ContextVar("websocket_error_mail_muted", default=False)
 
 
 def _mail_due(view_class: type, error_type: type | None, view: Any) -> bool:
@@ -747,7 +751,11 @@ class WebSocketView(View):
                 getattr(handler, "__name__", handler),
                 extra={"connection_id": self.connection_id_header(request)},
             )
-            if self.SEND_EXCEPTION_MAIL and _mail_due(type(self), sys.exc_info()[0], self):
+            if (
+                self.SEND_EXCEPTION_MAIL
+                and not MAIL_MUTED.get()
+                and _mail_due(type(self), sys.exc_info()[0], self)
+            ):
                 mail_admins(
                     "WebSocket handler error",
                     f"Handler {getattr(handler, '__name__', handler)} raised; see the logs for "

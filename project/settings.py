@@ -176,6 +176,9 @@ AWS_IAM_PROFILE = os.environ.get("AWS_IAM_PROFILE", "")
 # Unset, the library's defaults fit a deployment: a token is bound to the site's session only
 # where the socket receives its cookie, and the site that issued it is an allowed origin.
 WEBSOCKETS = websockets_from_environment(os.environ)
+# The example chat's connect and disconnect write only its own rows and the library's, all
+# rolled back, so SnapStart may rehearse them before the snapshot (serverless-notes.md).
+WEBSOCKETS.setdefault("snapstart_rehearsal", True)
 # ".example.com" lets a socket on ws.example.com receive the session cookie of example.com.
 SESSION_COOKIE_DOMAIN = os.environ.get("DJANGO_SESSION_COOKIE_DOMAIN") or None
 CSRF_COOKIE_DOMAIN = SESSION_COOKIE_DOMAIN

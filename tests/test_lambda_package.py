@@ -482,6 +482,7 @@ from awslambdaric import lambda_runtime_hooks_runner as runtime_hooks
 
 import lambda_handler  # Lambda's init phase: what SnapStart snapshots
 
+from django.core.signals import request_started
 from django.db import connection
 from django_aws_api_gateway_websockets.send_policy import backoff_delay
 from django_aws_api_gateway_websockets.serverless.local import LocalLambdaContext
@@ -513,6 +514,8 @@ def serve(events):
 # the fan-out's loop and keep-alive pool.
 primed = serve(plan["prime"])
 before = {"sockets": sockets(), "threads": sorted(t.name for t in threading.enumerate())}
+rehearsed = []
+request_started.connect(lambda **kwargs: rehearsed.append(1), weak=False)
 runtime_hooks.run_before_snapshot()  # the runtime's own runner: reverse registration order
 after = {"sockets": sockets(), "threads": sorted(t.name for t in threading.enumerate())}
 snapshot = random.getstate()
@@ -534,11 +537,18 @@ for events in plan["children"]:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_backend_pid()")
                 backend = cursor.fetchone()[0]
+                cursor.execute(
+                    "SELECT (SELECT COUNT(*) FROM auth_user WHERE username LIKE 'snapstart-%%')"
+                    " + (SELECT COUNT(*) FROM django_aws_api_gateway_websockets_apigateway"
+                    " WHERE api_id = 'snapstart')"
+                )
+                rehearsal_rows = cursor.fetchone()[0]
             report = {
                 "answers": answers,
                 "seconds": time.perf_counter() - started,
                 "jitter": [backoff_delay(8, 1.0) for _ in range(3)],
                 "backend": backend,
+                "rehearsal_rows": rehearsal_rows,
                 "sockets": sockets(),
             }
             os.write(out_write, json.dumps(report).encode())
@@ -553,7 +563,8 @@ for pid, out_read in children:
     with os.fdopen(out_read) as pipe:
         reports.append(json.loads(pipe.read() or "null"))
     os.waitpid(pid, 0)
-print(json.dumps({"primed": primed, "before": before, "after": after, "children": reports}))
+outcome = {"primed": primed, "rehearsed": len(rehearsed), "before": before, "after": after}
+print(json.dumps({**outcome, "children": reports}))
 """
 
 
@@ -592,6 +603,10 @@ def test_snapstart_restored_copies_share_nothing_and_answer_every_event(
     assert outcome["before"]["sockets"] and "ws-connections" in outcome["before"]["threads"]
     # Nothing of it goes into the snapshot.
     assert outcome["after"] == {"sockets": [], "threads": ["MainThread"]}
+    # The example project rehearses its connect and disconnect before the snapshot (three of
+    # each), answered and rolled back: no warning, no row.
+    assert outcome["rehearsed"] == 6
+    assert "SnapStart rehearsal" not in run.stdout + run.stderr
 
     first, second = outcome["children"]
     for restored in (first, second):
@@ -599,6 +614,7 @@ def test_snapstart_restored_copies_share_nothing_and_answer_every_event(
         assert connected == [200, {"status": "connected"}]
         assert chatted[0] == 200 and chatted[1]["type"] == "ack" and chatted[1]["delivered"] >= 1
     assert first["backend"] != second["backend"]
+    assert first["rehearsal_rows"] == second["rehearsal_rows"] == 0
     assert not set(first["sockets"]) & set(second["sockets"])
     assert first["jitter"] != second["jitter"]
     for n in range(2):

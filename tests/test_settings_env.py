@@ -46,6 +46,7 @@ CHOSEN = {
     "replay_max_messages": ("50", 50),
     "replay_max_age_seconds": ("3600", 3600),
     "replay_connect_wait_seconds": ("1.5", 1.5),
+    "snapstart_rehearsal": ("false", False),
 }
 
 

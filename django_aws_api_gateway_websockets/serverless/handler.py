@@ -72,7 +72,7 @@ def make_lambda_handler(
     # With SnapStart, the init just done is snapshotted: nothing live may go into it.
     from .snapstart import register_hooks
 
-    register_hooks()
+    register_hooks(handler)
     return handler
 
 
@@ -203,6 +203,11 @@ def _build_handler(websocket_path: str | None, serve_static: bool) -> LambdaHand
         _flush_metrics(current_metrics, logger)
         return result
 
+    def mark_cold_start() -> None:
+        """The next event is a cold start again (a SnapStart copy's first, after a rehearsal)."""
+        cold_start[0] = True
+
+    handler.mark_cold_start = mark_cold_start  # type: ignore[attr-defined]
     return handler
 
 

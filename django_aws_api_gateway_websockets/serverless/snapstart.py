@@ -6,8 +6,9 @@ live at that moment would be shared by all the copies: database connections, the
 clients (and the credentials they resolved), the keep-alive connections and event loop of the
 fan-out, cached signing keys, the send-rate bucket (its clock readings and queue), and
 ``random``'s state (every copy would draw the same retry jitter). ``before_snapshot`` drops
-all of it; ``after_restore`` reseeds ``random``. Everything else is rebuilt lazily by its
-first use, as in a fresh process.
+all of it (after a rehearsal of the first events, when asked: ``snapstart_rehearsal.py``);
+``after_restore`` reseeds ``random`` and makes the copy's first event log as a cold start.
+Everything else is rebuilt lazily by its first use, as in a fresh process.
 
 The hooks are registered through ``snapshot_restore_py`` (part of Lambda's Python runtimes)
 when it can be imported; Lambda's runtime runs them only when SnapStart is on, so they cost
@@ -22,6 +23,8 @@ import logging
 import random
 import sys
 import types
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ PRELOADED_MODULES = (
 )
 
 _registered = False
+# The handler make_lambda_handler built last: what a rehearsal plays its events through.
+_handler: Callable[[Any, Any], Any] | None = None
 
 
 def before_snapshot() -> None:
@@ -43,6 +48,7 @@ def before_snapshot() -> None:
         preload()
     except Exception:
         logger.warning("Preloading before the SnapStart snapshot failed", exc_info=True)
+    _rehearse_if_asked()
     from django.db import connections
 
     connections.close_all()
@@ -97,13 +103,45 @@ def preload() -> None:
 
 
 def after_restore() -> None:
-    """Give this copy its own random state (``secrets`` and ``uuid`` read the OS and need none)."""
+    """Give this copy its own random state (``secrets`` and ``uuid`` read the OS and need none),
+    and log its first event as the cold start it is, whatever a rehearsal played before."""
     random.seed()
+    mark_cold_start = getattr(_handler, "mark_cold_start", None)
+    if mark_cold_start is not None:
+        mark_cold_start()
 
 
-def register_hooks() -> bool:
-    """Register the hooks with ``snapshot_restore_py``, once; False when it is not installed."""
-    global _registered
+def _rehearse_if_asked() -> None:
+    """``WEBSOCKETS["snapstart_rehearsal"]``: play the first events before the snapshot."""
+    from ..conf import websocket_setting
+    from . import snapstart_rehearsal
+
+    try:
+        if _handler is None or not websocket_setting("snapstart_rehearsal"):
+            return
+        reason = snapstart_rehearsal.why_not(_handler)
+        if reason:
+            logger.warning("No SnapStart rehearsal: %s", reason)
+            return
+        rehearsal = snapstart_rehearsal.rehearse(_handler)
+    except Exception:
+        logger.warning("The SnapStart rehearsal failed", exc_info=True)
+        return
+    if not rehearsal.answered:
+        # Refused events rehearse less of the path; the view's reason is in the body.
+        logger.warning(
+            "The SnapStart rehearsal's events were answered %s, the first refusal with %s",
+            rehearsal.statuses,
+            rehearsal.first_refusal,
+        )
+
+
+def register_hooks(handler: Callable[[Any, Any], Any] | None = None) -> bool:
+    """Register the hooks with ``snapshot_restore_py``, once; False when it is not installed.
+    ``handler``: what a rehearsal plays its events through (the latest one given)."""
+    global _registered, _handler
+    if handler is not None:
+        _handler = handler
     if _registered:
         return True
     try:
