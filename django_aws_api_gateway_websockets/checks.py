@@ -145,7 +145,26 @@ def _check_websockets_dict() -> list[checks.CheckMessage]:
                 id="django_aws_api_gateway_websockets.E004",
             )
         )
+    errors.extend(_check_snapstart_rehearsal(configured))
     return errors
+
+
+def _check_snapstart_rehearsal(configured: dict[str, Any]) -> list[checks.CheckMessage]:
+    """Known before deploying, not only in the init log of a published version."""
+    from .serverless.snapstart_rehearsal import SESSION_ENGINES
+
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    if not configured.get("snapstart_rehearsal") or engine in SESSION_ENGINES:
+        return []
+    return [
+        checks.Warning(
+            f"WEBSOCKETS['snapstart_rehearsal'] is on, but SESSION_ENGINE {engine!r} keeps "
+            "sessions outside the database: the SnapStart rehearsal will be skipped.",
+            hint="Use the db or signed_cookies session engine, or turn the rehearsal off "
+            "(serverless-notes.md, SnapStart).",
+            id="django_aws_api_gateway_websockets.W004",
+        )
+    ]
 
 
 def _check_replay_settings(configured: dict[str, Any]) -> list[checks.CheckMessage]:

@@ -750,6 +750,17 @@ def test_w003_unknown_websockets_key(clean_settings):
     assert "token_expiry_seconds" in found["W003"].hint
 
 
+def test_w004_snapstart_rehearsal_with_sessions_in_a_cache(clean_settings):
+    clean_settings.WEBSOCKETS = {"snapstart_rehearsal": True}
+    clean_settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    found = our_checks()
+    assert set(found) == {"W004"}
+    assert "cached_db" in found["W004"].msg
+
+    clean_settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    assert our_checks() == {}
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
