@@ -161,6 +161,10 @@ def _send(
         )
         if exclude:
             sessions = sessions.exclude(connection_id=exclude)
+        if not sessions.exists():
+            # Nobody to tell (the first to join a room): one query instead of the member
+            # list, the anonymous count and the rows of an empty send.
+            continue
         for user in named or [None]:
             sessions.send_message(event(channel, kind, user))
 

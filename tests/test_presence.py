@@ -13,6 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.http import JsonResponse
+from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from django.utils import timezone
 
@@ -109,6 +110,18 @@ def event(kind, user, users, anonymous=0, channel="lobby"):
         "users": users,
         "anonymous": anonymous,
     }
+
+
+def test_the_first_to_join_a_channel_costs_no_member_list(socket):
+    """Nobody else is there to tell: the join looks for an audience and stops (a cold
+    Lambda's first connect is often this one)."""
+    with CaptureQueriesContext(connection) as captured:
+        alice = socket("alice", channel="empty")
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert not [q for q in sql if "DISTINCT" in q or "COUNT(" in q], sql
+    bob = socket("bob", channel="empty")
+    assert presence_events(alice) == [event("join", "bob", ["alice", "bob"], channel="empty")]
+    assert presence_events(bob) == []
 
 
 def test_a_join_is_announced_to_the_others_and_a_leave_when_the_socket_closes(socket):
