@@ -9,7 +9,9 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client, RequestFactory, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.views.defaults import permission_denied
 
 from django_aws_api_gateway_websockets.models import ChannelMessage, WebSocketSession
@@ -212,6 +214,37 @@ def test_presence_is_announced_to_the_room_on_connect_and_disconnect(
     calls = aws_client.post_to_connection.call_args_list
     assert [json.loads(call.kwargs["Data"])["users"] for call in calls] == [["alice"]]
     assert json.loads(calls[0].kwargs["Data"])["event"] == "leave"
+
+
+def room_lookups(captured):
+    return [q["sql"] for q in captured.captured_queries if 'FROM "websocket_app_room" ' in q["sql"]]
+
+
+def test_a_connect_and_a_message_look_their_room_up_once(
+    users, rooms, api_gateway, aws_client, django_capture_on_commit_callbacks
+):
+    """The channel check, the presence audience and the chat handler share one lookup."""
+    connect_as(users["bob"], api_gateway, "team-a", "bob-1")
+    with (
+        CaptureQueriesContext(connection) as connecting,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert connect_as(users["alice"], api_gateway, "team-a", "alice-1").status_code == 200
+    with CaptureQueriesContext(connection) as chatting:
+        response = message({"action": "chat_message", "message": "hi"}, "alice-1")
+    assert response.json() == {"type": "ack", "delivered": 2}
+    assert len(room_lookups(connecting)) == 1, room_lookups(connecting)
+    assert len(room_lookups(chatting)) == 1, room_lookups(chatting)
+    # The private room's audience is still its members: bob heard alice join, mallory never.
+    told = {call.kwargs["ConnectionId"] for call in aws_client.post_to_connection.call_args_list}
+    assert told == {"alice-1", "bob-1"}
+
+
+def test_a_message_to_a_channel_without_a_room_creates_it(users, api_gateway, aws_client):
+    connect_as(users["alice"], api_gateway, "brand-new", "alice-1")
+    response = message({"action": "chat_message", "message": "first!"}, "alice-1")
+    assert response.json() == {"type": "ack", "delivered": 1}
+    assert ChatMessage.objects.get().room.slug == "brand-new"
 
 
 def test_who_is_here_lists_the_room_including_the_newcomer(users, rooms, api_gateway):

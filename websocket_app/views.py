@@ -27,12 +27,12 @@ HISTORY_LENGTH = 50
 MAX_MESSAGE_LENGTH = 2000
 
 
-def room_audience(channel: str) -> Any:
-    """The sessions that may hear ``channel``: in a private room, only its current members
-    (someone removed keeps their socket but stops receiving)."""
+def room_audience(channel: str, room: Room | None) -> Any:
+    """The sessions that may hear ``channel`` (whose room is ``room``, None if it has none):
+    in a private room, only its current members (someone removed keeps their socket but
+    stops receiving)."""
     sessions = WebSocketSession.objects.filter(channel_name=channel)
-    room = Room.objects.filter(slug=channel, is_private=True).first()
-    if room is not None:
+    if room is not None and room.is_private:
         sessions = sessions.filter(user__in=room.members.all())
     return sessions
 
@@ -44,11 +44,19 @@ class ChatWebSocketView(WebSocketView):
     # The library announces joins and leaves (also of rooms changed with change_channel).
     PRESENCE = True
 
+    def room(self, slug: str) -> Room | None:
+        """The room of channel ``slug``, looked up once per event: the channel check, the
+        presence audience and the handler all ask for it."""
+        rooms: dict[str, Room | None] = self.__dict__.setdefault("_rooms", {})
+        if slug not in rooms:
+            rooms[slug] = Room.objects.filter(slug=slug).first()
+        return rooms[slug]
+
     def presence_audience(self, channel_name: str) -> Any:
-        return room_audience(channel_name)
+        return room_audience(channel_name, self.room(channel_name))
 
     def is_channel_allowed(self, request: HttpRequest, channel_name: str) -> bool:
-        room = Room.objects.filter(slug=channel_name).first()
+        room = self.room(channel_name)
         return room is None or room.admits(request.user)
 
     def chat_message(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -60,11 +68,13 @@ class ChatWebSocketView(WebSocketView):
         channel = self.websocket_session.channel_name
         if not self.is_channel_allowed(request, channel):
             return self.permission_denied(request)
-        room, _ = Room.objects.get_or_create(slug=channel, defaults={"title": channel})
+        room = self.room(channel)
+        if room is None:
+            room, _ = Room.objects.get_or_create(slug=channel, defaults={"title": channel})
         user = request.user if request.user.is_authenticated else None
         message = ChatMessage.objects.create(room=room, user=user, text=text.strip())
         # Stored in the room's replay log: late joiners and reconnecting pages get it.
-        report = room_audience(channel).broadcast(channel, message.as_event())
+        report = room_audience(channel, room).broadcast(channel, message.as_event())
         return JsonResponse({"type": "ack", "delivered": report.delivered})
 
     def who_is_here(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
