@@ -217,14 +217,18 @@ def test_presence_is_announced_to_the_room_on_connect_and_disconnect(
 
 
 def room_lookups(captured):
-    return [q["sql"] for q in captured.captured_queries if 'FROM "websocket_app_room" ' in q["sql"]]
+    """The queries that load a room (not the audience's subqueries on the room table)."""
+    return [
+        query["sql"]
+        for query in captured.captured_queries
+        if query["sql"].startswith('SELECT "websocket_app_room"."id"')
+    ]
 
 
 def test_a_connect_and_a_message_look_their_room_up_once(
     users, rooms, api_gateway, aws_client, django_capture_on_commit_callbacks
 ):
     """The channel check, the presence audience and the chat handler share one lookup."""
-    connect_as(users["bob"], api_gateway, "team-a", "bob-1")
     with (
         CaptureQueriesContext(connection) as connecting,
         django_capture_on_commit_callbacks(execute=True),
@@ -232,12 +236,40 @@ def test_a_connect_and_a_message_look_their_room_up_once(
         assert connect_as(users["alice"], api_gateway, "team-a", "alice-1").status_code == 200
     with CaptureQueriesContext(connection) as chatting:
         response = message({"action": "chat_message", "message": "hi"}, "alice-1")
-    assert response.json() == {"type": "ack", "delivered": 2}
+    assert response.json() == {"type": "ack", "delivered": 1}
     assert len(room_lookups(connecting)) == 1, room_lookups(connecting)
     assert len(room_lookups(chatting)) == 1, room_lookups(chatting)
-    # The private room's audience is still its members: bob heard alice join, mallory never.
-    told = {call.kwargs["ConnectionId"] for call in aws_client.post_to_connection.call_args_list}
-    assert told == {"alice-1", "bob-1"}
+
+
+def test_a_removed_member_hears_no_more_joins_or_leaves(
+    users, rooms, api_gateway, aws_client, django_capture_on_commit_callbacks
+):
+    rooms["private"].members.add(users["mallory"])
+    with django_capture_on_commit_callbacks(execute=True):
+        connect_as(users["bob"], api_gateway, "team-a", "bob-1")
+        connect_as(users["mallory"], api_gateway, "team-a", "mallory-1")
+    rooms["private"].members.remove(users["bob"])
+    aws_client.post_to_connection.reset_mock()
+    with django_capture_on_commit_callbacks(execute=True):
+        connect_as(users["alice"], api_gateway, "team-a", "alice-1")
+        Client().post(
+            "/ws/disconnect",
+            data="",
+            content_type="application/json",
+            **api_gateway_headers(connection_id="alice-1"),
+        )
+    told = [
+        (call.kwargs["ConnectionId"], json.loads(call.kwargs["Data"])["event"])
+        for call in aws_client.post_to_connection.call_args_list
+    ]
+    assert told == [("mallory-1", "join"), ("mallory-1", "leave")]
+
+
+def test_only_the_chats_actions_are_handlers(users, rooms, api_gateway):
+    connect_as(users["alice"], api_gateway, "general", "alice-1")
+    for action in ("room", "_room", "setup", "presence_audience", "is_channel_allowed"):
+        response = message({"action": action}, "alice-1")
+        assert (response.status_code, response.json()) == (400, {"error": "Unknown action"})
 
 
 def test_a_message_to_a_channel_without_a_room_creates_it(users, api_gateway, aws_client):
