@@ -26,6 +26,7 @@ import pytest
 import websockets
 
 from tests.e2e_support import ROOT, Browser, e2e_database
+from tests.lambda_package import _locked
 
 DOC = ROOT / "docs" / "serverless_framework.md"
 CACHE = Path.home() / ".cache" / "serverless-django-websockets" / "node-offline"
@@ -60,20 +61,24 @@ def ensure_node_packages() -> Path:
     command = documented_npm_install()
     stamp = CACHE / "installed-with.txt"
     binary = CACHE / "node_modules" / "serverless" / "bin" / "serverless.js"
-    if stamp.exists() and stamp.read_text() == " ".join(command) and binary.exists():
-        return CACHE / "node_modules"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE / "package.json").write_text('{"name": "node-offline", "private": true}\n')
-    result = subprocess.run(
-        [*command, "--no-audit", "--no-fund"],
-        cwd=CACHE,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} failed in {CACHE}:\n{result.stderr[-3000:]}")
-    stamp.write_text(" ".join(command))
+    # Every xdist worker that runs a test of this module gets here: on a machine without the
+    # cache, two concurrent npm installs into one directory fail (ENOTEMPTY). One installs;
+    # the others wait for it and find the stamp.
+    with _locked(CACHE):
+        CACHE.mkdir(exist_ok=True)
+        if stamp.exists() and stamp.read_text() == " ".join(command) and binary.exists():
+            return CACHE / "node_modules"
+        (CACHE / "package.json").write_text('{"name": "node-offline", "private": true}\n')
+        result = subprocess.run(
+            [*command, "--no-audit", "--no-fund"],
+            cwd=CACHE,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed in {CACHE}:\n{result.stderr[-3000:]}")
+        stamp.write_text(" ".join(command))
     return CACHE / "node_modules"
 
 
